@@ -1,0 +1,515 @@
+//! Configuration: `environments/base.toml` → `environments/<env>.toml` →
+//! `ATELIER__SECTION__KEY` variables, resolved into typed [`Settings`], with
+//! the layer each value came from (for `atelier env show`). Config files hold
+//! no secret values, only the names of secrets.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The variable that chooses the environment when `--env` is not given.
+pub const ENV_VAR: &str = "ATELIER_ENV";
+/// The variable that says where the `environments/` directory is.
+pub const CONFIG_DIR_VAR: &str = "ATELIER_CONFIG_DIR";
+/// Prefix of the variables that override single keys: `ATELIER__AMQP__NAMESPACE`.
+pub const OVERRIDE_PREFIX: &str = "ATELIER__";
+pub const DEFAULT_ENV: &str = "dev";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub amqp: AmqpSettings,
+    pub retry: RetrySettings,
+    pub http: HttpSettings,
+    pub log: LogSettings,
+    pub secrets: SecretsSettings,
+    #[serde(default)]
+    pub sentry: SentrySettings,
+    pub daemon: DaemonSettings,
+    pub auth: AuthSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `postgres://user@host:port/db`, without a password.
+    pub url: String,
+    /// The secret holding the database password, when one is needed.
+    #[serde(default)]
+    pub password_secret: Option<String>,
+    pub pool_size: usize,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Create the database when it does not exist (dev only).
+    #[serde(default)]
+    pub create_if_missing: bool,
+    /// Run pending migrations when `atelierd` starts (dev only).
+    #[serde(default)]
+    pub auto_migrate: bool,
+    #[serde(with = "humantime_serde")]
+    pub migration_lock_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub migration_statement_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmqpSettings {
+    pub url: String,
+    #[serde(default)]
+    pub password_secret: Option<String>,
+    /// Prefix of every exchange and queue name: `{namespace}.events`.
+    pub namespace: String,
+    pub prefetch: u16,
+    #[serde(with = "humantime_serde")]
+    pub publish_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySettings {
+    pub max_retries: u32,
+    #[serde(with = "humantime_serde")]
+    pub base_delay: Duration,
+    pub factor: u32,
+    #[serde(with = "humantime_serde")]
+    pub max_delay: Duration,
+    /// Per-handler overrides: `[retry.handlers.notifications] max_retries = 5`.
+    #[serde(default)]
+    pub handlers: BTreeMap<String, RetryOverride>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryOverride {
+    pub max_retries: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    pub base_delay: Option<Duration>,
+    pub factor: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    pub bind: String,
+    /// Where providers reach this environment: webhook URLs start with it.
+    pub public_base_url: String,
+    pub body_limit: usize,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `info,atelier_daemon=debug`.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecretBackendKind {
+    /// Read-only: `ATELIER_SECRET_<NAME>` variables injected by the platform.
+    Env,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsSettings {
+    pub backend: SecretBackendKind,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SentrySettings {
+    /// The secret holding the Sentry DSN; Sentry is off when unset.
+    pub dsn_secret: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonSettings {
+    /// How long SIGTERM waits for work in flight before exiting.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// The secret holding the token signing keys.
+    pub jwt_secret: String,
+    #[serde(with = "humantime_serde")]
+    pub token_lifetime: Duration,
+}
+
+/// Where a resolved value came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "name")]
+pub enum Layer {
+    File(String),
+    EnvVar(String),
+}
+
+impl std::fmt::Display for Layer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Layer::File(p) => f.write_str(p),
+            Layer::EnvVar(v) => write!(f, "${v}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "no environments directory at {0}: run from the repository root or set {CONFIG_DIR_VAR} to the directory holding base.toml"
+    )]
+    NoConfigDir(PathBuf),
+    #[error("unknown environment '{name}': expected one of {known} (files in {dir})")]
+    UnknownEnvironment { name: String, known: String, dir: String },
+    #[error("{file}: {reason}")]
+    File { file: String, reason: String },
+    #[error("configuration of environment '{env}': {reason}")]
+    Invalid { env: String, reason: String },
+}
+
+/// The resolved configuration of one environment.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub env: String,
+    pub dir: PathBuf,
+    pub settings: Settings,
+    /// For each dotted key, the layer that set its final value.
+    pub sources: BTreeMap<String, Layer>,
+}
+
+/// The `environments/` directory: `$ATELIER_CONFIG_DIR`, else `./environments`.
+pub fn config_dir() -> Result<PathBuf, ConfigError> {
+    let dir = std::env::var_os(CONFIG_DIR_VAR).map(PathBuf::from).unwrap_or_else(|| PathBuf::from("environments"));
+    if dir.join("base.toml").is_file() { Ok(dir) } else { Err(ConfigError::NoConfigDir(dir)) }
+}
+
+/// The environments defined in `dir`: every `<name>.toml` except `base.toml`.
+pub fn environments(dir: &Path) -> Result<Vec<String>, ConfigError> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| ConfigError::File { file: dir.display().to_string(), reason: e.to_string() })?;
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".toml")).map(str::to_owned))
+        .filter(|n| n != "base")
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// The environment to use: the one given (`--env`), else `$ATELIER_ENV`, else `dev`.
+pub fn choose_env(explicit: Option<&str>) -> String {
+    explicit
+        .map(str::to_owned)
+        .or_else(|| std::env::var(ENV_VAR).ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| DEFAULT_ENV.to_owned())
+}
+
+/// Loads `env` from `dir`, with the process's `ATELIER__*` variables on top.
+pub fn load(dir: &Path, env: &str) -> Result<Resolved, ConfigError> {
+    let vars: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with(OVERRIDE_PREFIX)).collect();
+    load_with(dir, env, &vars)
+}
+
+/// Loads `env` from `dir` with the given override variables (tests pass their own).
+pub fn load_with(dir: &Path, env: &str, vars: &[(String, String)]) -> Result<Resolved, ConfigError> {
+    let known = environments(dir)?;
+    if !known.iter().any(|k| k == env) {
+        return Err(ConfigError::UnknownEnvironment {
+            name: env.chars().take(60).collect(),
+            known: known.join(", "),
+            dir: dir.display().to_string(),
+        });
+    }
+    let mut sources = BTreeMap::new();
+    let mut builder = config::Config::builder();
+    for file in [dir.join("base.toml"), dir.join(format!("{env}.toml"))] {
+        let shown = file.display().to_string();
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| ConfigError::File { file: shown.clone(), reason: e.to_string() })?;
+        let table: toml::Table =
+            toml::from_str(&text).map_err(|e| ConfigError::File { file: shown.clone(), reason: e.to_string() })?;
+        flatten_keys(&toml::Value::Table(table), "", &mut |k| {
+            sources.insert(k, Layer::File(shown.clone()));
+        });
+        builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
+    }
+    let mut env_source = config::Map::new();
+    for (name, value) in vars {
+        let Some(rest) = name.strip_prefix(OVERRIDE_PREFIX) else { continue };
+        let key = rest.split("__").map(str::to_lowercase).collect::<Vec<_>>().join(".");
+        sources.insert(key.clone(), Layer::EnvVar(name.clone()));
+        env_source.insert(key, value.clone());
+    }
+    for (key, value) in &env_source {
+        builder = builder
+            .set_override(key.as_str(), parse_scalar(value))
+            .map_err(|e| ConfigError::Invalid { env: env.to_owned(), reason: e.to_string() })?;
+    }
+    let invalid = |reason: String| ConfigError::Invalid { env: env.to_owned(), reason };
+    let built = builder.build().map_err(|e| invalid(e.to_string()))?;
+    let settings: Settings = built.try_deserialize().map_err(|e| invalid(explain(e, env, &sources)))?;
+    validate(&settings).map_err(invalid)?;
+    Ok(Resolved { env: env.to_owned(), dir: dir.to_owned(), settings, sources })
+}
+
+/// `ATELIER__AMQP__PREFETCH=64` sets a number, `...=true` a boolean.
+fn parse_scalar(s: &str) -> config::Value {
+    if let Ok(i) = s.parse::<i64>() {
+        return i.into();
+    }
+    match s {
+        "true" => true.into(),
+        "false" => false.into(),
+        _ => s.into(),
+    }
+}
+
+fn flatten_keys(value: &toml::Value, prefix: &str, out: &mut dyn FnMut(String)) {
+    match value {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                flatten_keys(v, &key, out);
+            }
+        }
+        _ => out(prefix.to_owned()),
+    }
+}
+
+/// Makes serde's message name the key, the layer that set it, and how to fix it.
+fn explain(e: config::ConfigError, env: &str, sources: &BTreeMap<String, Layer>) -> String {
+    let text = e.to_string();
+    if let Some(key) = text.strip_prefix("missing configuration field \"").and_then(|r| r.split('"').next()) {
+        return format!(
+            "missing key '{key}': set it in environments/base.toml or environments/{env}.toml, or with {OVERRIDE_PREFIX}{}",
+            key.replace('.', "__").to_uppercase()
+        );
+    }
+    let key = text.split("for key `").nth(1).and_then(|r| r.split('`').next());
+    match key.and_then(|k| sources.get(k).map(|l| (k, l))) {
+        Some((k, layer)) => format!("{text} (key '{k}' set in {layer})"),
+        None => text,
+    }
+}
+
+fn validate(s: &Settings) -> Result<(), String> {
+    let db = url::Url::parse(&s.database.url).map_err(|e| format!("database.url is not a URL: {e}"))?;
+    if !matches!(db.scheme(), "postgres" | "postgresql") {
+        return Err("database.url must start with postgres://".into());
+    }
+    if db.password().is_some() {
+        return Err(
+            "database.url must not contain a password: store it as a secret and name it in database.password_secret"
+                .into(),
+        );
+    }
+    let amqp = url::Url::parse(&s.amqp.url).map_err(|e| format!("amqp.url is not a URL: {e}"))?;
+    if !matches!(amqp.scheme(), "amqp" | "amqps") {
+        return Err("amqp.url must start with amqp:// or amqps://".into());
+    }
+    if s.amqp.namespace.is_empty() || !s.amqp.namespace.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err("amqp.namespace must be letters, digits, '-', '_' or '.'".into());
+    }
+    if s.amqp.prefetch == 0 {
+        return Err("amqp.prefetch must be at least 1".into());
+    }
+    if s.retry.factor == 0 {
+        return Err("retry.factor must be at least 1".into());
+    }
+    s.http
+        .bind
+        .parse::<std::net::SocketAddr>()
+        .map_err(|e| format!("http.bind '{}' is not host:port: {e}", s.http.bind))?;
+    url::Url::parse(&s.http.public_base_url).map_err(|e| format!("http.public_base_url is not a URL: {e}"))?;
+    if s.database.pool_size == 0 {
+        return Err("database.pool_size must be at least 1".into());
+    }
+    Ok(())
+}
+
+impl Resolved {
+    /// Every key with its value (secrets redacted) and the layer it came from.
+    pub fn entries(&self) -> Vec<(String, serde_json::Value, Option<&Layer>)> {
+        let value = serde_json::to_value(&self.settings).unwrap_or_default();
+        let mut out = Vec::new();
+        flatten_json(&value, "", &mut out);
+        out.into_iter()
+            .map(|(k, v)| {
+                let v = redact(&k, v);
+                let layer = self.sources.get(&k).or_else(|| {
+                    // Maps (retry.handlers.x.y) are attributed by their longest set prefix.
+                    self.sources.iter().filter(|(s, _)| k.starts_with(s.as_str())).map(|(_, l)| l).next_back()
+                });
+                (k, v, layer)
+            })
+            .collect()
+    }
+}
+
+fn flatten_json(v: &serde_json::Value, prefix: &str, out: &mut Vec<(String, serde_json::Value)>) {
+    match v {
+        serde_json::Value::Object(m) if !m.is_empty() => {
+            for (k, v) in m {
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                flatten_json(v, &key, out);
+            }
+        }
+        _ => out.push((prefix.to_owned(), v.clone())),
+    }
+}
+
+/// Hides credentials: passwords in URLs, and any value whose key names a
+/// password, token, key or DSN (as opposed to the *name* of a secret).
+pub fn redact(key: &str, value: serde_json::Value) -> serde_json::Value {
+    let serde_json::Value::String(s) = &value else { return value };
+    if key.ends_with("_secret") {
+        return value;
+    }
+    let last = key.rsplit('.').next().unwrap_or(key);
+    if ["password", "token", "dsn", "key"].iter().any(|w| last.contains(w)) {
+        return serde_json::Value::String("<redacted>".into());
+    }
+    match url::Url::parse(s) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("REDACTED"));
+            serde_json::Value::String(u.to_string())
+        }
+        _ => value,
+    }
+}
+
+impl Settings {
+    /// The retry policy of `handler`: the defaults with its overrides applied.
+    pub fn retry_for(&self, handler: &str) -> RetryPolicy {
+        let o = self.retry.handlers.get(handler).cloned().unwrap_or_default();
+        RetryPolicy {
+            max_retries: o.max_retries.unwrap_or(self.retry.max_retries),
+            base_delay: o.base_delay.unwrap_or(self.retry.base_delay),
+            factor: o.factor.unwrap_or(self.retry.factor),
+            max_delay: self.retry.max_delay,
+        }
+    }
+}
+
+/// A handler's retry policy: delay of level n = base_delay × factorⁿ⁻¹, capped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub max_retries: u32,
+    pub base_delay: Duration,
+    pub factor: u32,
+    pub max_delay: Duration,
+}
+
+impl RetryPolicy {
+    /// The delay before retry `level` (1-based).
+    pub fn delay(&self, level: u32) -> Duration {
+        let mult = self.factor.saturating_pow(level.saturating_sub(1));
+        self.base_delay.saturating_mul(mult).min(self.max_delay)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../environments")
+    }
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn every_environment_loads() {
+        let envs = environments(&dir()).unwrap();
+        assert_eq!(envs, ["dev", "production", "staging", "test"]);
+        for env in envs {
+            load_with(&dir(), &env, &[]).unwrap_or_else(|e| panic!("{env}: {e}"));
+        }
+    }
+
+    #[test]
+    fn variables_override_files_and_are_attributed() {
+        let r =
+            load_with(&dir(), "dev", &vars(&[("ATELIER__AMQP__NAMESPACE", "x1"), ("ATELIER__AMQP__PREFETCH", "7")]))
+                .unwrap();
+        assert_eq!(r.settings.amqp.namespace, "x1");
+        assert_eq!(r.settings.amqp.prefetch, 7);
+        assert_eq!(r.sources["amqp.namespace"], Layer::EnvVar("ATELIER__AMQP__NAMESPACE".into()));
+        assert!(matches!(&r.sources["database.url"], Layer::File(f) if f.ends_with("dev.toml")));
+        assert!(matches!(&r.sources["retry.max_retries"], Layer::File(f) if f.ends_with("base.toml")));
+    }
+
+    #[test]
+    fn an_unknown_environment_names_the_known_ones() {
+        let e = load_with(&dir(), "prod", &[]).unwrap_err().to_string();
+        assert!(e.contains("unknown environment 'prod'") && e.contains("production"), "{e}");
+    }
+
+    #[test]
+    fn a_malformed_value_names_the_key_and_where_it_was_set() {
+        let e = load_with(&dir(), "dev", &vars(&[("ATELIER__AMQP__PREFETCH", "lots")])).unwrap_err().to_string();
+        assert!(e.contains("amqp.prefetch") && e.contains("ATELIER__AMQP__PREFETCH"), "{e}");
+        let e = load_with(&dir(), "dev", &vars(&[("ATELIER__RETRY__BASE_DELAY", "soon")])).unwrap_err().to_string();
+        assert!(e.contains("retry.base_delay"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_key_is_named() {
+        let tmp = std::env::temp_dir().join(format!("atelier-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&tmp).unwrap();
+        let base = std::fs::read_to_string(dir().join("base.toml")).unwrap();
+        std::fs::write(tmp.join("base.toml"), base.replace("namespace = ", "# namespace = ")).unwrap();
+        std::fs::write(tmp.join("dev.toml"), "").unwrap();
+        let e = load_with(&tmp, "dev", &[]).unwrap_err().to_string();
+        std::fs::remove_dir_all(&tmp).ok();
+        assert!(e.contains("missing key 'amqp.namespace'") && e.contains("ATELIER__AMQP__NAMESPACE"), "{e}");
+    }
+
+    #[test]
+    fn a_password_in_the_database_url_is_refused() {
+        let e = load_with(&dir(), "dev", &vars(&[("ATELIER__DATABASE__URL", "postgres://u:hunter2@h/db")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("password_secret") && !e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn entries_redact_credentials() {
+        let r = load_with(&dir(), "dev", &vars(&[("ATELIER__AMQP__URL", "amqp://guest:s3cret@127.0.0.1:5672/%2f")]))
+            .unwrap();
+        let shown = format!("{:?}", r.entries());
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("REDACTED"));
+    }
+
+    #[test]
+    fn retry_delays_grow_and_overrides_apply() {
+        let r =
+            load_with(&dir(), "dev", &vars(&[("ATELIER__RETRY__HANDLERS__NOTIFICATIONS__MAX_RETRIES", "5")])).unwrap();
+        let p = r.settings.retry_for("notifications");
+        assert_eq!(p.max_retries, 5);
+        assert_eq!(r.settings.retry_for("production").max_retries, 3);
+        assert!(p.delay(2) > p.delay(1));
+        assert!(p.delay(60) <= p.max_delay);
+    }
+}

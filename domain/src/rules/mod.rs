@@ -1,0 +1,11 @@
+//! The business rules of DOMAIN.md as pure code: no database, no broker, no
+//! clock (callers pass `now`). Each rule lives in exactly one place here; the
+//! store and the daemon call these functions instead of restating them.
+
+pub mod costing;
+pub mod intent;
+pub mod money;
+pub mod permissions;
+pub mod production;
+pub mod sale;
+pub mod templates;

@@ -1,0 +1,231 @@
+//! The store: Atelier's PostgreSQL, through diesel-async with a deadpool pool.
+//! Each business action runs in one transaction and writes the events it
+//! raises into the outbox in that same transaction. Every query of business
+//! data is scoped by a [`Tenant`]: another business's id behaves exactly like
+//! an id that does not exist.
+
+pub mod accounting;
+pub mod migrations;
+pub mod outbox;
+pub mod production;
+pub mod products;
+pub mod sales;
+pub mod schema;
+pub mod tenancy;
+
+use crate::config::DatabaseSettings;
+use crate::rules::costing::CostError;
+use crate::rules::money::MoneyError;
+use crate::rules::production::StepError;
+use crate::rules::sale::SaleError;
+use crate::secrets::{SecretError, SecretStore, SecretValue};
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel_async::AsyncPgConnection;
+use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::pooled_connection::deadpool::{Object, Pool, PoolError};
+use std::time::Duration;
+
+pub type Conn = AsyncPgConnection;
+pub type PooledConn = Object<AsyncPgConnection>;
+
+/// The business a request or an event acts for. Every query of business data
+/// takes one; it comes from the caller's token or the event, never a request body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tenant {
+    pub business_id: i64,
+}
+
+impl Tenant {
+    pub fn new(business_id: i64) -> Self {
+        Tenant { business_id }
+    }
+}
+
+/// A business rule refused the action; the state is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleError {
+    #[error(transparent)]
+    Step(#[from] StepError),
+    #[error(transparent)]
+    Sale(#[from] SaleError),
+    #[error(transparent)]
+    Cost(#[from] CostError),
+    #[error(transparent)]
+    Money(#[from] MoneyError),
+    #[error("{0}")]
+    Other(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No such record in the caller's business (whether it exists elsewhere or not).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The caller may not touch this record (a worker and another worker's step).
+    #[error("{0}")]
+    Forbidden(String),
+    /// A field of the request is invalid; `field` names it.
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    /// The action conflicts with the record's state (completing a final sale).
+    #[error("{0}")]
+    Conflict(String),
+    /// A business rule refused the action.
+    #[error(transparent)]
+    Refused(#[from] RuleError),
+    /// The database cannot be reached now: retry later, nothing was changed.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Database(DieselError),
+}
+
+impl StoreError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        StoreError::Invalid { field: field.into(), message: message.into() }
+    }
+
+    /// Whether the failure is the infrastructure's (the database is down or the
+    /// connection broke) rather than the request's.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+impl From<DieselError> for StoreError {
+    fn from(e: DieselError) -> Self {
+        match e {
+            DieselError::NotFound => StoreError::NotFound("record"),
+            DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
+                StoreError::Unavailable(info.message().to_owned())
+            }
+            DieselError::BrokenTransactionManager => StoreError::Unavailable("broken transaction".into()),
+            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
+                StoreError::Conflict(format!("already exists ({})", info.constraint_name().unwrap_or("unique")))
+            }
+            DieselError::DatabaseError(DatabaseErrorKind::Unknown, ref info)
+                if info.message().contains("terminating connection")
+                    || info.message().contains("the database system is")
+                    || info.message().contains("connection") =>
+            {
+                StoreError::Unavailable(info.message().to_owned())
+            }
+            other => StoreError::Database(other),
+        }
+    }
+}
+
+impl From<PoolError> for StoreError {
+    fn from(e: PoolError) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+macro_rules! refused_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self { StoreError::Refused(e.into()) }
+        }
+    )*};
+}
+refused_from!(StepError, SaleError, CostError, MoneyError);
+
+/// A database URL with its password filled in from the secret store. Never
+/// printed: its Debug shows the URL without the password.
+#[derive(Clone)]
+pub struct DatabaseUrl {
+    url: url::Url,
+    password: Option<SecretValue>,
+}
+
+impl DatabaseUrl {
+    pub fn resolve(settings: &DatabaseSettings, secrets: &dyn SecretStore) -> Result<Self, SecretError> {
+        let url = url::Url::parse(&settings.url).map_err(|_| SecretError::InvalidName("database.url".into()))?;
+        let password = match &settings.password_secret {
+            Some(name) => Some(secrets.require(name)?),
+            None => None,
+        };
+        Ok(DatabaseUrl { url, password })
+    }
+
+    /// From a bare URL with no secret (tests, tools).
+    pub fn plain(url: &str) -> Result<Self, url::ParseError> {
+        Ok(DatabaseUrl { url: url::Url::parse(url)?, password: None })
+    }
+
+    /// The connection string, password included. Hand it only to a connection.
+    pub fn expose(&self) -> String {
+        let mut u = self.url.clone();
+        if let Some(p) = &self.password {
+            let _ = u.set_password(Some(p.expose()));
+        }
+        u.to_string()
+    }
+
+    /// The database's name.
+    pub fn database(&self) -> &str {
+        self.url.path().trim_start_matches('/')
+    }
+
+    /// The same server's `postgres` maintenance database.
+    pub fn maintenance(&self) -> DatabaseUrl {
+        self.with_database("postgres")
+    }
+
+    pub fn with_database(&self, name: &str) -> DatabaseUrl {
+        let mut url = self.url.clone();
+        url.set_path(&format!("/{name}"));
+        DatabaseUrl { url, password: self.password.clone() }
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.url)
+    }
+}
+
+impl std::fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.url)
+    }
+}
+
+/// The pool of connections to one environment's database.
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool<AsyncPgConnection>,
+    url: DatabaseUrl,
+    connect_timeout: Duration,
+}
+
+impl Db {
+    /// Builds the pool. Connections open lazily; [`Db::ping`] checks the server.
+    pub fn new(url: DatabaseUrl, pool_size: usize, connect_timeout: Duration) -> Result<Db, StoreError> {
+        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url.expose());
+        let pool =
+            Pool::builder(manager).max_size(pool_size).build().map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(Db { pool, url, connect_timeout })
+    }
+
+    pub async fn conn(&self) -> Result<PooledConn, StoreError> {
+        match tokio::time::timeout(self.connect_timeout, self.pool.get()).await {
+            Ok(conn) => Ok(conn?),
+            Err(_) => {
+                Err(StoreError::Unavailable(format!("no connection to {} within {:?}", self.url, self.connect_timeout)))
+            }
+        }
+    }
+
+    pub fn url(&self) -> &DatabaseUrl {
+        &self.url
+    }
+
+    /// A round trip to the server.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        use diesel_async::RunQueryDsl;
+        let mut conn = self.conn().await?;
+        diesel::sql_query("SELECT 1").execute(&mut conn).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,472 @@
+//! Sales: created final or as a draft completed later, numbered per business
+//! and month, with their lines and payments. A sale becoming final raises
+//! `sale.created`; a payment raises `payment.received`, each in the same
+//! transaction as the change.
+
+use super::schema::{customers, invoice_sequences, payments, products, sale_lines, sales};
+use super::{Conn, StoreError, Tenant, outbox, tenancy};
+use crate::events::{Event, Origin, PaymentReceived, SaleCreated, SaleLineData};
+use crate::rules::money::{Currency, Money};
+use crate::rules::sale::{self, Channel, PricedLine, SaleStatus};
+use chrono::{DateTime, Datelike, Utc};
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, RunQueryDsl};
+use serde::Serialize;
+use std::collections::HashMap;
+
+#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[diesel(table_name = sales, check_for_backend(diesel::pg::Pg))]
+pub struct Sale {
+    pub id: i64,
+    pub business_id: i64,
+    pub location_id: Option<i64>,
+    pub customer_id: Option<i64>,
+    pub invoice_no: String,
+    pub status: String,
+    pub channel: String,
+    pub total_minor: i64,
+    pub currency: String,
+    pub notes: Option<String>,
+    pub created_by: Option<i64>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finalized_at: Option<DateTime<Utc>>,
+}
+
+impl Sale {
+    pub fn status(&self) -> SaleStatus {
+        SaleStatus::parse(&self.status).unwrap_or(SaleStatus::Draft)
+    }
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[diesel(table_name = sale_lines, check_for_backend(diesel::pg::Pg))]
+pub struct SaleLine {
+    pub id: i64,
+    #[serde(skip)]
+    pub business_id: i64,
+    #[serde(skip)]
+    pub sale_id: i64,
+    pub line_no: i32,
+    pub product_id: i64,
+    pub quantity: i32,
+    pub unit_price_minor: i64,
+    pub line_total_minor: i64,
+}
+
+/// A sale with its lines.
+#[derive(Debug, Clone, Serialize)]
+pub struct SaleWithLines {
+    #[serde(flatten)]
+    pub sale: Sale,
+    pub lines: Vec<SaleLine>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[diesel(table_name = payments, check_for_backend(diesel::pg::Pg))]
+pub struct Payment {
+    pub id: i64,
+    #[serde(skip)]
+    pub business_id: i64,
+    pub sale_id: i64,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub method: String,
+    pub received_at: DateTime<Utc>,
+    pub created_by: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewLine {
+    pub product_id: i64,
+    pub quantity: i32,
+    /// The product's price when `None`.
+    pub unit_price_minor: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewSale {
+    pub status: SaleStatus,
+    pub channel: Channel,
+    pub location_id: Option<i64>,
+    pub customer_id: Option<i64>,
+    pub notes: Option<String>,
+    pub created_by: Option<i64>,
+    pub lines: Vec<NewLine>,
+}
+
+struct Priced {
+    lines: Vec<(NewLine, i64, bool)>,
+    total: Money,
+}
+
+/// Prices the lines from the tenant's products; any product not in the
+/// business is an invalid line.
+async fn price_lines(
+    conn: &mut Conn,
+    tenant: Tenant,
+    currency: Currency,
+    lines: Vec<NewLine>,
+) -> Result<Priced, StoreError> {
+    if lines.is_empty() {
+        return Err(StoreError::invalid("lines", "a sale needs at least one line"));
+    }
+    let ids: Vec<i64> = lines.iter().map(|l| l.product_id).collect();
+    let found: HashMap<i64, (i64, String, bool)> = products::table
+        .filter(products::business_id.eq(tenant.business_id).and(products::id.eq_any(&ids)))
+        .select((products::id, products::unit_price_minor, products::currency, products::requires_production))
+        .load::<(i64, i64, String, bool)>(conn)
+        .await?
+        .into_iter()
+        .map(|(id, price, cur, rp)| (id, (price, cur, rp)))
+        .collect();
+    let mut priced = Vec::with_capacity(lines.len());
+    let mut for_total = Vec::with_capacity(lines.len());
+    for (i, line) in lines.into_iter().enumerate() {
+        let field = |f: &str| format!("lines[{i}].{f}");
+        let (price, cur, requires_production) =
+            found.get(&line.product_id).ok_or_else(|| StoreError::invalid(field("product_id"), "no such product"))?;
+        if cur.as_str() != currency.as_str() {
+            return Err(StoreError::invalid(
+                field("product_id"),
+                format!("priced in {cur}, the business sells in {currency}"),
+            ));
+        }
+        let unit = line.unit_price_minor.unwrap_or(*price);
+        if unit < 0 {
+            return Err(StoreError::invalid(field("unit_price_minor"), "must not be negative"));
+        }
+        if line.quantity < 1 {
+            return Err(StoreError::invalid(field("quantity"), "must be at least 1"));
+        }
+        for_total.push(PricedLine { quantity: line.quantity, unit_price: Money::new(unit, currency) });
+        priced.push((line, unit, *requires_production));
+    }
+    let total = sale::sale_total(currency, &for_total)?;
+    Ok(Priced { lines: priced, total })
+}
+
+/// The next invoice number of the business for `now`'s month.
+async fn next_invoice_no(conn: &mut Conn, tenant: Tenant, now: DateTime<Utc>) -> Result<String, StoreError> {
+    let period = sale::invoice_period(now.year(), now.month());
+    let seq: i32 = diesel::insert_into(invoice_sequences::table)
+        .values((
+            invoice_sequences::business_id.eq(tenant.business_id),
+            invoice_sequences::period.eq(&period),
+            invoice_sequences::last_no.eq(1),
+        ))
+        .on_conflict((invoice_sequences::business_id, invoice_sequences::period))
+        .do_update()
+        .set(invoice_sequences::last_no.eq(invoice_sequences::last_no + 1))
+        .returning(invoice_sequences::last_no)
+        .get_result(conn)
+        .await?;
+    Ok(sale::invoice_no(&period, seq))
+}
+
+/// Creates a sale, final or draft, in one transaction; a final sale raises `sale.created`.
+pub async fn create(
+    conn: &mut Conn,
+    tenant: Tenant,
+    new: NewSale,
+    origin: &Origin,
+) -> Result<SaleWithLines, StoreError> {
+    conn.transaction(async |conn| {
+        let business = tenancy::business(conn, tenant).await?;
+        let currency: Currency = business.currency.parse()?;
+        if let Some(customer_id) = new.customer_id {
+            let exists: i64 = customers::table
+                .filter(customers::business_id.eq(tenant.business_id).and(customers::id.eq(customer_id)))
+                .count()
+                .get_result(conn)
+                .await?;
+            if exists == 0 {
+                return Err(StoreError::invalid("customer_id", "no such customer"));
+            }
+        }
+        let priced = price_lines(conn, tenant, currency, new.lines).await?;
+        let now = Utc::now();
+        let invoice_no = next_invoice_no(conn, tenant, now).await?;
+        let finalized_at = (new.status == SaleStatus::Final).then_some(now);
+        let sale: Sale = diesel::insert_into(sales::table)
+            .values((
+                sales::business_id.eq(tenant.business_id),
+                sales::location_id.eq(new.location_id),
+                sales::customer_id.eq(new.customer_id),
+                sales::invoice_no.eq(&invoice_no),
+                sales::status.eq(new.status.as_str()),
+                sales::channel.eq(new.channel.as_str()),
+                sales::total_minor.eq(priced.total.minor),
+                sales::currency.eq(currency.as_str()),
+                sales::notes.eq(new.notes),
+                sales::created_by.eq(new.created_by),
+                sales::created_at.eq(now),
+                sales::updated_at.eq(now),
+                sales::finalized_at.eq(finalized_at),
+            ))
+            .returning(Sale::as_returning())
+            .get_result(conn)
+            .await
+            .map_err(|e| foreign_key_to_invalid(e, "location_id"))?;
+        let rows: Vec<_> = priced
+            .lines
+            .iter()
+            .enumerate()
+            .map(|(i, (l, unit, _))| {
+                (
+                    sale_lines::business_id.eq(tenant.business_id),
+                    sale_lines::sale_id.eq(sale.id),
+                    sale_lines::line_no.eq(i as i32 + 1),
+                    sale_lines::product_id.eq(l.product_id),
+                    sale_lines::quantity.eq(l.quantity),
+                    sale_lines::unit_price_minor.eq(*unit),
+                    sale_lines::line_total_minor.eq(*unit * i64::from(l.quantity)),
+                )
+            })
+            .collect();
+        let lines: Vec<SaleLine> = diesel::insert_into(sale_lines::table)
+            .values(rows)
+            .returning(SaleLine::as_returning())
+            .get_results(conn)
+            .await?;
+        let with_lines = SaleWithLines { sale, lines };
+        if new.status == SaleStatus::Final {
+            raise_sale_created(conn, &with_lines, origin).await?;
+        }
+        Ok(with_lines)
+    })
+    .await
+}
+
+/// A foreign key that points outside the business is an invalid field.
+fn foreign_key_to_invalid(e: diesel::result::Error, field: &str) -> StoreError {
+    match e {
+        diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::ForeignKeyViolation, _) => {
+            StoreError::invalid(field, "no such record in this business")
+        }
+        other => other.into(),
+    }
+}
+
+async fn raise_sale_created(conn: &mut Conn, s: &SaleWithLines, origin: &Origin) -> Result<(), StoreError> {
+    let ids: Vec<i64> = s.lines.iter().map(|l| l.product_id).collect();
+    let flags: HashMap<i64, bool> = products::table
+        .filter(products::business_id.eq(s.sale.business_id).and(products::id.eq_any(&ids)))
+        .select((products::id, products::requires_production))
+        .load::<(i64, bool)>(conn)
+        .await?
+        .into_iter()
+        .collect();
+    let event = Event::SaleCreated(SaleCreated {
+        sale_id: s.sale.id,
+        invoice_no: s.sale.invoice_no.clone(),
+        customer_id: s.sale.customer_id,
+        location_id: s.sale.location_id,
+        channel: s.sale.channel.clone(),
+        total_minor: s.sale.total_minor,
+        currency: s.sale.currency.clone(),
+        lines: s
+            .lines
+            .iter()
+            .map(|l| SaleLineData {
+                product_id: l.product_id,
+                quantity: l.quantity,
+                unit_price_minor: l.unit_price_minor,
+                requires_production: flags.get(&l.product_id).copied().unwrap_or(false),
+            })
+            .collect(),
+    });
+    outbox::raise(conn, &event, Some(s.sale.business_id), origin).await?;
+    Ok(())
+}
+
+/// The sale and its lines, locked for update when `lock`.
+async fn load(conn: &mut Conn, tenant: Tenant, id: i64, lock: bool) -> Result<SaleWithLines, StoreError> {
+    let scope = sales::table.filter(sales::business_id.eq(tenant.business_id).and(sales::id.eq(id)));
+    let sale = if lock {
+        scope.select(Sale::as_select()).for_update().first(conn).await.optional()?
+    } else {
+        scope.select(Sale::as_select()).first(conn).await.optional()?
+    };
+    let sale = sale.ok_or(StoreError::NotFound("sale"))?;
+    let lines = sale_lines::table
+        .filter(sale_lines::sale_id.eq(sale.id))
+        .order(sale_lines::line_no.asc())
+        .select(SaleLine::as_select())
+        .load(conn)
+        .await?;
+    Ok(SaleWithLines { sale, lines })
+}
+
+pub async fn get(conn: &mut Conn, tenant: Tenant, id: i64) -> Result<SaleWithLines, StoreError> {
+    load(conn, tenant, id, false).await
+}
+
+/// Filters of the sales list.
+#[derive(Debug, Clone, Default)]
+pub struct SaleFilter {
+    pub status: Option<SaleStatus>,
+    pub channel: Option<Channel>,
+    pub customer_id: Option<i64>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// A page of the business's sales, newest first, with the total count.
+pub async fn list(
+    conn: &mut Conn,
+    tenant: Tenant,
+    filter: &SaleFilter,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<Sale>, i64), StoreError> {
+    let scoped = || {
+        let mut q = sales::table.filter(sales::business_id.eq(tenant.business_id)).into_boxed();
+        if let Some(s) = filter.status {
+            q = q.filter(sales::status.eq(s.as_str()));
+        }
+        if let Some(c) = filter.channel {
+            q = q.filter(sales::channel.eq(c.as_str()));
+        }
+        if let Some(c) = filter.customer_id {
+            q = q.filter(sales::customer_id.eq(c));
+        }
+        if let Some(from) = filter.from {
+            q = q.filter(sales::created_at.ge(from));
+        }
+        if let Some(to) = filter.to {
+            q = q.filter(sales::created_at.lt(to));
+        }
+        q
+    };
+    let total = scoped().count().get_result(conn).await?;
+    let rows = scoped()
+        .order((sales::created_at.desc(), sales::id.desc()))
+        .limit(limit)
+        .offset(offset)
+        .select(Sale::as_select())
+        .load(conn)
+        .await?;
+    Ok((rows, total))
+}
+
+/// Replaces a draft's lines (and notes/customer). A final sale cannot change.
+pub async fn update_draft(
+    conn: &mut Conn,
+    tenant: Tenant,
+    id: i64,
+    lines: Option<Vec<NewLine>>,
+    notes: Option<Option<String>>,
+) -> Result<SaleWithLines, StoreError> {
+    conn.transaction(async |conn| {
+        let current = load(conn, tenant, id, true).await?;
+        if current.sale.status() == SaleStatus::Final {
+            return Err(StoreError::Conflict("the sale is final and can no longer change".into()));
+        }
+        let currency: Currency = current.sale.currency.parse()?;
+        if let Some(lines) = lines {
+            let priced = price_lines(conn, tenant, currency, lines).await?;
+            diesel::delete(sale_lines::table.filter(sale_lines::sale_id.eq(id))).execute(conn).await?;
+            let rows: Vec<_> = priced
+                .lines
+                .iter()
+                .enumerate()
+                .map(|(i, (l, unit, _))| {
+                    (
+                        sale_lines::business_id.eq(tenant.business_id),
+                        sale_lines::sale_id.eq(id),
+                        sale_lines::line_no.eq(i as i32 + 1),
+                        sale_lines::product_id.eq(l.product_id),
+                        sale_lines::quantity.eq(l.quantity),
+                        sale_lines::unit_price_minor.eq(*unit),
+                        sale_lines::line_total_minor.eq(*unit * i64::from(l.quantity)),
+                    )
+                })
+                .collect();
+            diesel::insert_into(sale_lines::table).values(rows).execute(conn).await?;
+            diesel::update(sales::table.find(id)).set(sales::total_minor.eq(priced.total.minor)).execute(conn).await?;
+        }
+        if let Some(notes) = notes {
+            diesel::update(sales::table.find(id)).set(sales::notes.eq(notes)).execute(conn).await?;
+        }
+        diesel::update(sales::table.find(id)).set(sales::updated_at.eq(Utc::now())).execute(conn).await?;
+        load(conn, tenant, id, false).await
+    })
+    .await
+}
+
+/// Completes a draft: it becomes final and raises `sale.created`. Completing a
+/// final sale is a conflict.
+pub async fn complete(conn: &mut Conn, tenant: Tenant, id: i64, origin: &Origin) -> Result<SaleWithLines, StoreError> {
+    conn.transaction(async |conn| {
+        let current = load(conn, tenant, id, true).await?;
+        sale::complete(current.sale.status()).map_err(|e| StoreError::Conflict(e.to_string()))?;
+        let now = Utc::now();
+        let sale: Sale = diesel::update(sales::table.find(id))
+            .set((sales::status.eq(SaleStatus::Final.as_str()), sales::finalized_at.eq(now), sales::updated_at.eq(now)))
+            .returning(Sale::as_returning())
+            .get_result(conn)
+            .await?;
+        let with_lines = SaleWithLines { sale, lines: current.lines };
+        raise_sale_created(conn, &with_lines, origin).await?;
+        Ok(with_lines)
+    })
+    .await
+}
+
+/// Records a payment on a final sale and raises `payment.received`.
+pub async fn record_payment(
+    conn: &mut Conn,
+    tenant: Tenant,
+    sale_id: i64,
+    amount_minor: i64,
+    method: &str,
+    created_by: Option<i64>,
+    origin: &Origin,
+) -> Result<Payment, StoreError> {
+    if amount_minor <= 0 {
+        return Err(StoreError::invalid("amount_minor", "must be more than 0"));
+    }
+    let method = method.trim();
+    if method.is_empty() || method.len() > 50 {
+        return Err(StoreError::invalid("method", "must be 1 to 50 characters"));
+    }
+    conn.transaction(async |conn| {
+        let current = load(conn, tenant, sale_id, true).await?;
+        if current.sale.status() != SaleStatus::Final {
+            return Err(StoreError::Conflict("payments are recorded on final sales: complete the draft first".into()));
+        }
+        let payment: Payment = diesel::insert_into(payments::table)
+            .values((
+                payments::business_id.eq(tenant.business_id),
+                payments::sale_id.eq(sale_id),
+                payments::amount_minor.eq(amount_minor),
+                payments::currency.eq(&current.sale.currency),
+                payments::method.eq(method),
+                payments::created_by.eq(created_by),
+            ))
+            .returning(Payment::as_returning())
+            .get_result(conn)
+            .await?;
+        let event = Event::PaymentReceived(PaymentReceived {
+            payment_id: payment.id,
+            sale_id,
+            invoice_no: current.sale.invoice_no.clone(),
+            amount_minor,
+            currency: payment.currency.clone(),
+        });
+        outbox::raise(conn, &event, Some(tenant.business_id), origin).await?;
+        Ok(payment)
+    })
+    .await
+}
+
+/// A sale's payments, oldest first.
+pub async fn payments_of(conn: &mut Conn, tenant: Tenant, sale_id: i64) -> Result<Vec<Payment>, StoreError> {
+    Ok(payments::table
+        .filter(payments::business_id.eq(tenant.business_id).and(payments::sale_id.eq(sale_id)))
+        .order(payments::id.asc())
+        .select(Payment::as_select())
+        .load(conn)
+        .await?)
+}

@@ -1,0 +1,3 @@
+DROP TABLE users;
+DROP TABLE locations;
+DROP TABLE businesses;

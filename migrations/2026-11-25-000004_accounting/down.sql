@@ -1,0 +1,2 @@
+DROP TABLE account_transactions;
+DROP TABLE accounts;

@@ -1,0 +1,4 @@
+DROP TABLE notification_templates;
+DROP TABLE leads;
+DROP TABLE social_messages;
+DROP TABLE social_channels;
