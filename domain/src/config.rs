@@ -384,7 +384,7 @@ pub fn redact(key: &str, value: serde_json::Value) -> serde_json::Value {
         return value;
     }
     let last = key.rsplit('.').next().unwrap_or(key);
-    if ["password", "token", "dsn", "key"].iter().any(|w| last.contains(w)) {
+    if ["password", "token", "dsn", "key"].iter().any(|w| last == *w || last.ends_with(&format!("_{w}"))) {
         return serde_json::Value::String("<redacted>".into());
     }
     match url::Url::parse(s) {

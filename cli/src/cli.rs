@@ -1,0 +1,82 @@
+//! The command line: every command, flag and its help text.
+
+use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
+
+const AFTER_HELP: &str = "\
+Environments are files in environments/ (or $ATELIER_CONFIG_DIR): base.toml plus one
+file per environment; ATELIER__SECTION__KEY variables override single keys.
+
+Exit codes: 0 ok, 1 failure, 2 usage, 3 configuration, 4 dependency unreachable,
+5 check failed, 6 not confirmed.";
+
+/// Operate Atelier: environments, database migrations and more.
+#[derive(Debug, Parser)]
+#[command(name = "atelier", version, about, after_help = AFTER_HELP, propagate_version = true)]
+pub struct Args {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, ClapArgs)]
+pub struct Global {
+    /// Environment to act on (dev, test, staging, production). Default: $ATELIER_ENV, else dev.
+    #[arg(long, global = true, value_name = "ENV")]
+    pub env: Option<String>,
+    /// Output format: text for people, json for pipelines (one JSON document on stdout).
+    #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
+    /// Answer yes to confirmations (needed to change production without a terminal).
+    #[arg(long, global = true)]
+    pub yes: bool,
+    /// More detail on stderr (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors on stderr; no progress bars.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Environments and their resolved configuration.
+    #[command(subcommand)]
+    Env(EnvCommand),
+    /// Database schema migrations (embedded in this binary).
+    #[command(subcommand)]
+    Migrate(MigrateCommand),
+    /// Print a shell completion script: `atelier completions bash > /etc/bash_completion.d/atelier`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EnvCommand {
+    /// List the environments defined in environments/.
+    List,
+    /// Print the resolved configuration, secrets redacted, with the layer each value came from.
+    Show,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MigrateCommand {
+    /// List applied and pending migrations.
+    Status,
+    /// Apply every pending migration, in order, each in its own transaction.
+    Run,
+    /// Revert the most recent migrations.
+    Rollback {
+        /// How many migrations to revert, newest first.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        steps: u32,
+    },
+}

@@ -1,0 +1,22 @@
+//! One module per command; `run` dispatches.
+
+mod env;
+mod migrate;
+
+use crate::cli::{Args, Command};
+use crate::context::Context;
+use crate::exit::{Code, Failure};
+use crate::output::Output;
+use clap::CommandFactory;
+
+pub async fn run(args: Args) -> Result<Code, Failure> {
+    let out = Output::new(args.global.output, args.global.quiet);
+    match args.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut crate::cli::Args::command(), "atelier", &mut std::io::stdout());
+            Ok(Code::Ok)
+        }
+        Command::Env(cmd) => env::run(cmd, &args.global, out),
+        Command::Migrate(cmd) => migrate::run(cmd, &Context::load(&args.global, out)?).await,
+    }
+}

@@ -1,0 +1,66 @@
+//! Output: text for people on a terminal, one JSON document for pipelines.
+//! Progress bars appear only on a terminal, never in JSON or quiet mode.
+
+use crate::cli::Format;
+use crate::exit::Failure;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use std::io::IsTerminal;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Output {
+    pub format: Format,
+    pub quiet: bool,
+}
+
+impl Output {
+    pub fn new(format: Format, quiet: bool) -> Self {
+        Output { format, quiet }
+    }
+
+    pub fn is_json(&self) -> bool {
+        self.format == Format::Json
+    }
+
+    /// Prints `value` as JSON in JSON mode, or `text()` otherwise.
+    pub fn emit<T: Serialize>(&self, value: &T, text: impl FnOnce() -> String) {
+        if self.is_json() {
+            match serde_json::to_string_pretty(value) {
+                Ok(s) => println!("{s}"),
+                Err(e) => eprintln!("error: cannot encode output: {e}"),
+            }
+        } else {
+            let t = text();
+            if !t.is_empty() {
+                println!("{}", t.trim_end());
+            }
+        }
+    }
+
+    pub fn error(&self, failure: &Failure) {
+        if self.is_json() {
+            let doc = serde_json::json!({
+                "success": false,
+                "error": {"code": format!("{:?}", failure.code).to_lowercase(), "exit_code": failure.code as u8, "message": failure.message}
+            });
+            println!("{doc}");
+        } else {
+            eprintln!("error: {}", failure.message);
+        }
+    }
+
+    /// A progress bar of `len` steps on a terminal; hidden elsewhere.
+    pub fn progress(&self, len: u64, message: &str) -> ProgressBar {
+        if self.quiet || self.is_json() || !std::io::stderr().is_terminal() {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new(len);
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} {wide_msg:.dim}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.set_message(message.to_owned());
+        bar
+    }
+}

@@ -1,0 +1,114 @@
+//! `atelier` as a pipeline runs it: real processes, JSON output, exit codes.
+
+use atelier_domain::testing::TestDb;
+use serde_json::Value;
+use std::process::{Command, Output};
+
+fn atelier(args: &[&str], vars: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_atelier"));
+    cmd.args(args)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .env_remove("ATELIER_ENV")
+        .stdin(std::process::Stdio::null());
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run atelier")
+}
+
+fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[test]
+fn env_list_marks_the_selected_environment() {
+    let out = atelier(&["--env", "staging", "env", "list", "--output", "json"], &[]);
+    assert!(out.status.success());
+    let doc = json(&out);
+    let names: Vec<_> =
+        doc["data"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(names, ["dev", "production", "staging", "test"]);
+    assert_eq!(doc["data"][2]["selected"], true);
+}
+
+#[test]
+fn env_show_attributes_each_value_and_redacts_credentials() {
+    let out = atelier(
+        &["env", "show", "--output", "json"],
+        &[("ATELIER__AMQP__NAMESPACE", "ns-from-var"), ("ATELIER__AMQP__URL", "amqp://u:pa55word@127.0.0.1:5672/%2f")],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("pa55word"), "{text}");
+    let doc = json(&out);
+    let values = doc["data"]["values"].as_array().unwrap();
+    let find = |k: &str| values.iter().find(|v| v["key"] == k).unwrap_or_else(|| panic!("{k} missing")).clone();
+    assert_eq!(find("amqp.namespace")["value"], "ns-from-var");
+    assert_eq!(find("amqp.namespace")["source"], "$ATELIER__AMQP__NAMESPACE");
+    assert_eq!(find("log.format")["source"], "environments/dev.toml");
+    assert_eq!(find("retry.max_retries")["source"], "environments/base.toml");
+}
+
+#[test]
+fn an_unknown_environment_exits_3_with_a_clear_message() {
+    let out = atelier(&["--env", "prod", "env", "show"], &[]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown environment 'prod'") && err.contains("production"), "{err}");
+    let out = atelier(&["env", "show", "--output", "json"], &[("ATELIER__AMQP__PREFETCH", "many")]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(json(&out)["error"]["message"].as_str().unwrap().contains("amqp.prefetch"));
+}
+
+#[tokio::test]
+async fn migrate_status_run_and_rollback() {
+    let db = TestDb::empty().await;
+    let url = format!("{:?}", db.url());
+    let vars = [("ATELIER__DATABASE__URL", url.as_str())];
+    let status = json(&atelier(&["--env", "test", "migrate", "status", "--output", "json"], &vars));
+    let total = status["count"].as_u64().unwrap();
+    assert_eq!(status["data"]["pending"].as_u64(), Some(total));
+
+    let run = atelier(&["--env", "test", "migrate", "run", "--output", "json"], &vars);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stdout));
+    assert_eq!(json(&run)["count"].as_u64(), Some(total));
+    assert_eq!(
+        json(&atelier(&["--env", "test", "migrate", "status", "--output", "json"], &vars))["data"]["pending"],
+        0
+    );
+
+    let back = atelier(&["--env", "test", "migrate", "rollback", "--steps", "2", "--output", "json"], &vars);
+    assert!(back.status.success());
+    assert_eq!(json(&back)["count"], 2);
+    assert_eq!(
+        json(&atelier(&["--env", "test", "migrate", "status", "--output", "json"], &vars))["data"]["pending"],
+        2
+    );
+}
+
+#[test]
+fn production_changes_need_confirmation() {
+    // No terminal and no --yes: refused before touching anything (the
+    // production database is not reachable from here, and need not be).
+    let out = atelier(
+        &["--env", "production", "migrate", "rollback", "--output", "json"],
+        &[("ATELIER_SECRET_DATABASE_PASSWORD", "x"), ("ATELIER_SECRET_AMQP_PASSWORD", "x")],
+    );
+    assert_eq!(out.status.code(), Some(6), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("\"x\""));
+}
+
+#[test]
+fn a_missing_secret_says_where_to_set_it() {
+    let out = atelier(&["--env", "staging", "migrate", "status"], &[]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ATELIER_SECRET_DATABASE_PASSWORD"));
+}
+
+#[test]
+fn completions_are_generated() {
+    let out = atelier(&["completions", "bash"], &[]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("atelier"));
+}

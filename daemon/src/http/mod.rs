@@ -1,0 +1,65 @@
+//! The HTTP facade: operational endpoints (`/health`, `/ready`, `/version`).
+//! Served until the daemon's shutdown token fires, then drained gracefully.
+
+use crate::app::{AppError, Shared};
+use atelier_domain::store::migrations;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use std::sync::Arc;
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/version", get(version))
+        .with_state(shared)
+}
+
+pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) -> Result<(), AppError> {
+    let shutdown = shared.shutdown.clone();
+    axum::serve(listener, router(shared))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+        .map_err(|e| AppError::Task(format!("HTTP server: {e}")))
+}
+
+/// Liveness: the process answers.
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Readiness: the database answers and has every migration this build expects.
+async fn ready(State(shared): State<Arc<Shared>>) -> Response {
+    let mut checks = serde_json::Map::new();
+    let mut ok = true;
+    match shared.db.ping().await {
+        Ok(()) => {
+            checks.insert("database".into(), json!({"ok": true}));
+        }
+        Err(e) => {
+            ok = false;
+            checks.insert("database".into(), json!({"ok": false, "error": e.to_string()}));
+        }
+    }
+    match migrations::status(shared.db.url()).await {
+        Ok(all) => {
+            let pending: Vec<_> = all.iter().filter(|m| !m.applied).map(|m| m.name.clone()).collect();
+            ok &= pending.is_empty();
+            checks.insert("migrations".into(), json!({"ok": pending.is_empty(), "pending": pending}));
+        }
+        Err(e) => {
+            ok = false;
+            checks.insert("migrations".into(), json!({"ok": false, "error": e.to_string()}));
+        }
+    }
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!({"status": if ok { "ready" } else { "not_ready" }, "checks": checks}))).into_response()
+}
+
+async fn version(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
+    Json(json!({"version": env!("CARGO_PKG_VERSION"), "env": shared.config.env}))
+}

@@ -1,0 +1,11 @@
+//! atelierd as a library: the binary only parses arguments and calls
+//! [`app::run`]; tests start the same [`app::App`] on port 0 with their own
+//! database and broker namespace.
+//!
+//! - [`app`]: wiring, roles (HTTP, events), start and graceful stop;
+//! - [`http`]: the axum facade: `/health`, `/ready`, `/version`;
+//! - [`telemetry`]: tracing (pretty or JSON) and Sentry.
+
+pub mod app;
+pub mod http;
+pub mod telemetry;
