@@ -4,7 +4,7 @@
 //! Ctrl-C, stop taking work and finish what is in flight within
 //! `daemon.shutdown_timeout`.
 
-use crate::http;
+use crate::{events, http};
 use atelier_domain::config::Resolved;
 use atelier_domain::secrets::{self, SecretError};
 use atelier_domain::store::{DatabaseUrl, Db, StoreError, migrations};
@@ -91,6 +91,9 @@ impl App {
             http_addr = listener.local_addr().ok();
             tracing::info!(addr = ?http_addr, "serving HTTP");
             tasks.spawn(http::serve(listener, shared.clone()));
+        }
+        if roles.events {
+            tasks.spawn(events::run(shared.clone()));
         }
         Ok(App { shared, http_addr, tasks })
     }

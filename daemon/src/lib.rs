@@ -3,9 +3,11 @@
 //! database and broker namespace.
 //!
 //! - [`app`]: wiring, roles (HTTP, events), start and graceful stop;
-//! - [`http`]: the axum facade: `/health`, `/ready`, `/version`;
+//! - [`events`]: event processing: relay, consumers, handlers;
+//! - [`http`]: the axum facade: `/health`, `/ready`, `/version`, `/api/v1`;
 //! - [`telemetry`]: tracing (pretty or JSON) and Sentry.
 
 pub mod app;
+pub mod events;
 pub mod http;
 pub mod telemetry;

@@ -431,3 +431,53 @@ async fn another_business_ids_are_not_found_everywhere() {
     let (_, np) = products::list(&mut c, t_, 100, 0).await.unwrap();
     assert_eq!(np, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_claimed_event_applies_once_even_when_raced() {
+    use atelier_domain::store::processing::{claim, is_processed};
+    use diesel_async::AsyncConnection;
+    let t = TestDb::new().await;
+    let s = studio(t.db(), "A").await;
+    let sale_id = {
+        let mut c = t.db().conn().await.unwrap();
+        sales::create(&mut c, s.tenant, sale_of(s.studio_product, 1, SaleStatus::Final), &origin())
+            .await
+            .unwrap()
+            .sale
+            .id
+    };
+    let event_id = uuid::Uuid::now_v7();
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let db = t.db().clone();
+        let tenant = s.tenant;
+        tasks.push(tokio::spawn(async move {
+            let mut c = db.conn().await.unwrap();
+            c.transaction(async |c| {
+                if !claim(c, "production", event_id).await? {
+                    return Ok::<_, StoreError>(false);
+                }
+                production::create_for_sale_in(c, tenant, sale_id, &origin()).await?;
+                Ok(true)
+            })
+            .await
+            .unwrap()
+        }));
+    }
+    let mut applied = 0;
+    for t in tasks {
+        applied += usize::from(t.await.unwrap());
+    }
+    assert_eq!(applied, 1);
+    // A failing effect rolls the claim back: the event can be processed later.
+    let mut c = t.db().conn().await.unwrap();
+    let other = uuid::Uuid::now_v7();
+    let failed: Result<(), StoreError> = c
+        .transaction(async |c| {
+            claim(c, "accounting", other).await?;
+            Err(StoreError::Conflict("boom".into()))
+        })
+        .await;
+    assert!(failed.is_err());
+    assert!(!is_processed(&mut c, "accounting", other).await.unwrap());
+}

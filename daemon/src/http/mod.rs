@@ -1,5 +1,8 @@
-//! The HTTP facade: operational endpoints (`/health`, `/ready`, `/version`).
+//! The HTTP facade: operational endpoints (`/health`, `/ready`, `/version`)
+//! and the staff apps' API under `/api/v1` ([`api`]).
 //! Served until the daemon's shutdown token fires, then drained gracefully.
+
+pub mod api;
 
 use crate::app::{AppError, Shared};
 use atelier_domain::store::migrations;
@@ -16,6 +19,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/version", get(version))
+        .nest("/api/v1", api::router())
         .with_state(shared)
 }
 

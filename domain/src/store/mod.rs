@@ -7,6 +7,7 @@
 pub mod accounting;
 pub mod migrations;
 pub mod outbox;
+pub mod processing;
 pub mod production;
 pub mod products;
 pub mod sales;
