@@ -52,6 +52,9 @@ pub enum Command {
     /// Database schema migrations (embedded in this binary).
     #[command(subcommand)]
     Migrate(MigrateCommand),
+    /// RabbitMQ topology of the environment's namespace.
+    #[command(subcommand)]
+    Topology(TopologyCommand),
     /// Print a shell completion script: `atelier completions bash > /etc/bash_completion.d/atelier`.
     Completions {
         #[arg(value_enum)]
@@ -79,4 +82,12 @@ pub enum MigrateCommand {
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
         steps: u32,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TopologyCommand {
+    /// Declare the exchanges, queues and bindings (idempotent).
+    Apply,
+    /// Report drift (missing, or declared with other arguments); exit 5 when there is any.
+    Verify,
 }

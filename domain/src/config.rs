@@ -65,6 +65,46 @@ pub struct AmqpSettings {
     pub prefetch: u16,
     #[serde(with = "humantime_serde")]
     pub publish_timeout: Duration,
+    /// `x-delivery-limit` of handler queues: a safety net against crash loops.
+    #[serde(default = "default_delivery_limit")]
+    pub delivery_limit: u32,
+    /// Deliveries each handler works on at once (1: one at a time).
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Messages larger than this are dead-lettered at once (permanent).
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// Connecting (and reconnecting) gives up after this long.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// The outbox relay's poll interval (it also wakes on NOTIFY atelier_outbox).
+    #[serde(default = "default_outbox_poll", with = "humantime_serde")]
+    pub outbox_poll: Duration,
+    /// Outbox rows published per batch.
+    #[serde(default = "default_outbox_batch")]
+    pub outbox_batch: i64,
+}
+
+fn default_delivery_limit() -> u32 {
+    20
+}
+fn default_concurrency() -> usize {
+    16
+}
+fn default_max_message_bytes() -> usize {
+    1 << 20
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_outbox_poll() -> Duration {
+    Duration::from_millis(200)
+}
+fn default_outbox_batch() -> i64 {
+    256
+}
+fn default_jitter() -> f64 {
+    0.2
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -76,6 +116,10 @@ pub struct RetrySettings {
     pub factor: u32,
     #[serde(with = "humantime_serde")]
     pub max_delay: Duration,
+    /// Retry n waits between (1 − jitter) × delay n and delay n (a random
+    /// per-message expiration under the retry queue's TTL).
+    #[serde(default = "default_jitter")]
+    pub jitter: f64,
     /// Per-handler overrides: `[retry.handlers.notifications] max_retries = 5`.
     #[serde(default)]
     pub handlers: BTreeMap<String, RetryOverride>,
@@ -330,6 +374,12 @@ fn validate(s: &Settings) -> Result<(), String> {
     }
     if s.amqp.prefetch == 0 {
         return Err("amqp.prefetch must be at least 1".into());
+    }
+    if !(0.0..1.0).contains(&s.retry.jitter) {
+        return Err("retry.jitter must be at least 0 and below 1".into());
+    }
+    if s.amqp.concurrency == 0 || s.amqp.outbox_batch < 1 {
+        return Err("amqp.concurrency and amqp.outbox_batch must be at least 1".into());
     }
     if s.retry.factor == 0 {
         return Err("retry.factor must be at least 1".into());

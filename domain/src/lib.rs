@@ -5,8 +5,10 @@
 //! - [`events`]: event names, versioned payloads and the envelope;
 //! - [`store`]: PostgreSQL (diesel-async): migrations, business actions in
 //!   transactions, the outbox;
+//! - [`bus`]: RabbitMQ: topology, connection, confirmed publishing, headers;
 //! - [`config`] and [`secrets`]: environments and the secrets they name.
 
+pub mod bus;
 pub mod config;
 pub mod events;
 pub mod rules;
