@@ -51,6 +51,8 @@ pub struct Shared {
     pub db: Db,
     pub roles: Roles,
     pub shutdown: CancellationToken,
+    /// Event-processing metrics and broker state (`/metrics`, `/ready`).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A started daemon.
@@ -63,6 +65,15 @@ pub struct App {
 
 impl App {
     pub async fn start(config: Resolved, roles: Roles) -> Result<App, AppError> {
+        Self::start_with(config, roles, None).await
+    }
+
+    /// Starts with the given event handlers instead of this build's (tests).
+    pub async fn start_with(
+        config: Resolved,
+        roles: Roles,
+        handlers: Option<Vec<Arc<dyn events::handler::Handler>>>,
+    ) -> Result<App, AppError> {
         let settings = &config.settings;
         let store = secrets::open(settings.secrets.backend);
         let url = DatabaseUrl::resolve(&settings.database, store.as_ref())?;
@@ -80,7 +91,13 @@ impl App {
         }
         let db = Db::new(url, settings.database.pool_size, settings.database.connect_timeout)?;
         db.ping().await?;
-        let shared = Arc::new(Shared { config, db, roles, shutdown: CancellationToken::new() });
+        let shared = Arc::new(Shared {
+            config,
+            db,
+            roles,
+            shutdown: CancellationToken::new(),
+            metrics: Default::default(),
+        });
         let mut tasks = JoinSet::new();
         let mut http_addr = None;
         if roles.http {
@@ -93,7 +110,10 @@ impl App {
             tasks.spawn(http::serve(listener, shared.clone()));
         }
         if roles.events {
-            tasks.spawn(events::run(shared.clone()));
+            match handlers {
+                Some(h) => tasks.spawn(events::run_with(shared.clone(), h)),
+                None => tasks.spawn(events::run(shared.clone())),
+            };
         }
         Ok(App { shared, http_addr, tasks })
     }

@@ -1,4 +1,5 @@
-//! The HTTP facade: operational endpoints (`/health`, `/ready`, `/version`)
+//! The HTTP facade: operational endpoints (`/health`, `/ready`, `/version`,
+//! `/metrics`)
 //! and the staff apps' API under `/api/v1` ([`api`]).
 //! Served until the daemon's shutdown token fires, then drained gracefully.
 
@@ -19,6 +20,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/version", get(version))
+        .route("/metrics", get(metrics))
         .nest("/api/v1", api::router())
         .with_state(shared)
 }
@@ -60,10 +62,29 @@ async fn ready(State(shared): State<Arc<Shared>>) -> Response {
             checks.insert("migrations".into(), json!({"ok": false, "error": e.to_string()}));
         }
     }
+    if shared.roles.events {
+        use std::sync::atomic::Ordering::Relaxed;
+        let m = &shared.metrics;
+        let connected = m.broker_connected.load(Relaxed);
+        let (running, expected) = (m.consumers_running.load(Relaxed), m.consumers_expected.load(Relaxed));
+        ok &= connected && running >= expected;
+        checks.insert("broker".into(), json!({"ok": connected}));
+        checks.insert(
+            "consumers".into(),
+            json!({"ok": running >= expected, "running": running, "expected": expected}),
+        );
+    }
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(json!({"status": if ok { "ready" } else { "not_ready" }, "checks": checks}))).into_response()
 }
 
 async fn version(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
     Json(json!({"version": env!("CARGO_PKG_VERSION"), "env": shared.config.env}))
+}
+
+/// Prometheus text: event counters and latency, outbox, broker, dead letters.
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let dead = crate::events::dead_letters::counts_by_status(&shared).await.unwrap_or_default();
+    let body = shared.metrics.render(&dead);
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

@@ -1,0 +1,363 @@
+//! One consumer per handler: takes deliveries from `{ns}.q.{handler}`,
+//! decodes the envelope, calls the handler, and settles each delivery only
+//! once its outcome is durable (DESIGN.md, "Failure classes"):
+//!
+//! - Ok → ack (the effects committed in the handler's transaction);
+//! - Retryable → a copy with `x-atelier-attempt` + 1 to the retry queue of
+//!   the next level, confirmed by the broker, then ack; after `max_retries`,
+//!   dead-letter;
+//! - Permanent, malformed JSON, unknown type or version, too large →
+//!   dead-letter at once with the reason;
+//! - Transient (the database is down) → nack with requeue, no retry used,
+//!   and consumption pauses until the database answers.
+//!
+//! Jitter: a retry level's queue has one TTL (no head-of-line blocking), so
+//! each copy also carries a per-message `expiration` drawn from
+//! [(1 − retry.jitter) × delay, delay]; the broker expires a message at the
+//! smaller of the two, and a message behind a later-expiring one waits at
+//! most `jitter × delay` longer, still within the level's delay.
+
+use crate::app::Shared;
+use crate::events::handler::{Handler, HandlerError};
+use crate::metrics::Series;
+use atelier_domain::bus::headers::{self as h, get_str, get_u32, set_str, set_u32};
+use atelier_domain::bus::{Topology, publish_confirmed};
+use atelier_domain::events::Envelope;
+use chrono::Utc;
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel};
+use rand::Rng;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// Longest error text kept in headers and the dead-letter store.
+const MAX_ERROR_LEN: usize = 500;
+
+/// Counts a running consumer while alive.
+pub(crate) struct Running(Arc<crate::metrics::Metrics>);
+
+impl Running {
+    pub(crate) fn new(m: Arc<crate::metrics::Metrics>) -> Self {
+        m.consumers_running.fetch_add(1, Relaxed);
+        Running(m)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.consumers_running.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Consumes the handler's queue until `stop` fires (Ok) or the channel or
+/// stream fails (Err: the supervisor reconnects).
+pub async fn run(
+    shared: Arc<Shared>,
+    topology: Arc<Topology>,
+    handler: Arc<dyn Handler>,
+    channel: Channel,
+    stop: CancellationToken,
+) -> Result<(), String> {
+    let settings = &shared.config.settings;
+    let queue = topology.handler_queue(handler.name());
+    channel.basic_qos(settings.amqp.prefetch, BasicQosOptions::default()).await.map_err(|e| e.to_string())?;
+    let tag = format!("atelierd-{}-{}", handler.name(), uuid::Uuid::now_v7().simple());
+    let mut consumer = channel
+        .basic_consume(queue.as_str().into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await
+        .map_err(|e| format!("consuming {queue}: {e}"))?;
+    let _running = Running::new(shared.metrics.clone());
+    let permits = Arc::new(Semaphore::new(settings.amqp.concurrency));
+    let paused = Arc::new(AtomicBool::new(false));
+    let mut inflight = JoinSet::new();
+    let outcome = loop {
+        while inflight.try_join_next().is_some() {}
+        if paused.load(Relaxed) {
+            // Let in-flight deliveries settle, then wait for the database.
+            while inflight.join_next().await.is_some() {}
+            if !super::wait_for_database(&shared, &stop).await {
+                break Ok(());
+            }
+            paused.store(false, Relaxed);
+        }
+        let permit = tokio::select! {
+            _ = stop.cancelled() => break Ok(()),
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break Ok(()) },
+        };
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break Ok(()),
+            next = consumer.next() => match next {
+                Some(Ok(delivery)) => {
+                    let work = Work {
+                        shared: shared.clone(),
+                        topology: topology.clone(),
+                        handler: handler.clone(),
+                        channel: channel.clone(),
+                        paused: paused.clone(),
+                    };
+                    inflight.spawn(async move {
+                        work.process(delivery).await;
+                        drop(permit);
+                    });
+                }
+                Some(Err(e)) => break Err(format!("consumer of {queue}: {e}")),
+                None => break Err(format!("the consumer of {queue} stopped (channel or connection closed)")),
+            },
+        }
+    };
+    if outcome.is_ok() {
+        let _ = tokio::time::timeout(
+            settings.amqp.publish_timeout,
+            channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()),
+        )
+        .await;
+    }
+    while inflight.join_next().await.is_some() {}
+    outcome
+}
+
+/// What one delivery needs.
+struct Work {
+    shared: Arc<Shared>,
+    topology: Arc<Topology>,
+    handler: Arc<dyn Handler>,
+    channel: Channel,
+    paused: Arc<AtomicBool>,
+}
+
+/// How a delivery ends.
+enum Settle {
+    Ack,
+    Retry { kind: &'static str, reason: String },
+    Dead { kind: &'static str, reason: String },
+    Requeue(String),
+}
+
+impl Work {
+    async fn process(self, delivery: Delivery) {
+        let started = Instant::now();
+        let headers = delivery.properties.headers().as_ref();
+        let attempt = get_u32(headers, h::ATTEMPT).unwrap_or(0);
+        let name = self.handler.name();
+        let span = tracing::info_span!(
+            "delivery",
+            handler = name,
+            event_id = tracing::field::Empty,
+            event_type = tracing::field::Empty,
+            correlation_id = tracing::field::Empty,
+            attempt,
+        );
+        async move {
+            let limit = self.shared.config.settings.amqp.max_message_bytes;
+            let (event_type, settle) = if delivery.data.len() > limit {
+                let ty = delivery.properties.kind().as_ref().map(|t| t.to_string()).unwrap_or_else(|| "unknown".into());
+                let reason = format!("message of {} bytes is over the limit of {limit}", delivery.data.len());
+                (ty, Settle::Dead { kind: "too_large", reason })
+            } else {
+                match Envelope::decode(&delivery.data) {
+                    Err(e) => ("unknown".to_owned(), Settle::Dead { kind: "malformed", reason: e.to_string() }),
+                    Ok(envelope) => {
+                        let span = tracing::Span::current();
+                        span.record("event_id", tracing::field::display(envelope.id));
+                        span.record("event_type", envelope.event_type.as_str());
+                        span.record("correlation_id", tracing::field::display(envelope.correlation_id));
+                        let settle = self.handle(&envelope).await;
+                        (envelope.event_type.clone(), settle)
+                    }
+                }
+            };
+            let series = self.shared.metrics.series(name, &event_type);
+            series.consumed.fetch_add(1, Relaxed);
+            self.settle(delivery, attempt, &event_type, settle, &series).await;
+            series.observe(started.elapsed());
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn handle(&self, envelope: &Envelope) -> Settle {
+        let event = match envelope.event() {
+            Ok(ev) => ev,
+            Err(e) => {
+                let kind = match e {
+                    atelier_domain::events::EventError::UnknownType(_) => "unknown_type",
+                    atelier_domain::events::EventError::UnknownVersion { .. } => "unknown_version",
+                    atelier_domain::events::EventError::InvalidData { .. } => "invalid_data",
+                    atelier_domain::events::EventError::Malformed(_) => "malformed",
+                };
+                return Settle::Dead { kind, reason: e.to_string() };
+            }
+        };
+        match self.handler.handle(envelope, &event).await {
+            Ok(outcome) => {
+                tracing::debug!(?outcome, "handled");
+                Settle::Ack
+            }
+            Err(HandlerError::Transient(reason)) => Settle::Requeue(reason),
+            Err(HandlerError::Retryable { kind, reason }) => Settle::Retry { kind, reason },
+            Err(HandlerError::Permanent { kind, reason }) => Settle::Dead { kind, reason },
+        }
+    }
+
+    async fn settle(&self, delivery: Delivery, attempt: u32, event_type: &str, settle: Settle, series: &Series) {
+        let timeout = self.shared.config.settings.amqp.publish_timeout;
+        let policy = self.shared.config.settings.retry_for(self.handler.name());
+        let settle = match settle {
+            Settle::Retry { kind, reason } if attempt >= policy.max_retries => Settle::Dead {
+                kind,
+                reason: format!("{reason} (after {} attempts)", attempt + 1),
+            },
+            other => other,
+        };
+        match settle {
+            Settle::Ack => {
+                if ack(&delivery, timeout).await {
+                    series.succeeded.fetch_add(1, Relaxed);
+                }
+            }
+            Settle::Requeue(reason) => {
+                series.transient.fetch_add(1, Relaxed);
+                tracing::warn!(%reason, "a dependency is down: returning the delivery and pausing");
+                self.paused.store(true, Relaxed);
+                nack(&delivery, timeout).await;
+            }
+            Settle::Retry { kind, reason } => {
+                let level = attempt + 1;
+                let delay = policy.delay(level);
+                let jitter = self.shared.config.settings.retry.jitter;
+                let ms = delay.as_millis() as f64;
+                let expiration = (ms * (1.0 - rand::rng().random_range(0.0..=jitter))).round().max(1.0) as u64;
+                let mut props = self.failure_properties(&delivery, kind, &reason);
+                if let Some(hs) = props.headers().clone() {
+                    let mut hs = hs;
+                    set_u32(&mut hs, h::ATTEMPT, level);
+                    props = props.with_headers(hs);
+                }
+                let props = props.with_expiration(expiration.to_string().into());
+                let queue = self.topology.retry_queue(self.handler.name(), level);
+                match publish_confirmed(&self.channel, "", &queue, &delivery.data, props, timeout).await {
+                    Ok(()) => {
+                        tracing::info!(kind, %reason, level, delay_ms = expiration, "retry scheduled");
+                        if ack(&delivery, timeout).await {
+                            series.retried.fetch_add(1, Relaxed);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not schedule the retry; returning the delivery");
+                        nack(&delivery, timeout).await;
+                    }
+                }
+            }
+            Settle::Dead { kind, reason } => {
+                let mut props = self.failure_properties(&delivery, kind, &reason);
+                let id = uuid::Uuid::now_v7();
+                if let Some(mut hs) = props.headers().clone() {
+                    set_str(&mut hs, h::DEAD_LETTER_ID, &id.to_string());
+                    set_u32(&mut hs, h::ATTEMPT, attempt);
+                    props = props.with_headers(hs);
+                }
+                let exchange = self.topology.dead_exchange();
+                match publish_confirmed(&self.channel, &exchange, self.handler.name(), &delivery.data, props, timeout)
+                    .await
+                {
+                    Ok(()) => {
+                        tracing::warn!(kind, %reason, dead_letter_id = %id, "dead-lettered");
+                        report_to_sentry(self.handler.name(), event_type, &delivery, kind);
+                        if ack(&delivery, timeout).await {
+                            series.dead_lettered.fetch_add(1, Relaxed);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not dead-letter; returning the delivery");
+                        nack(&delivery, timeout).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The delivery's properties with our failure headers added.
+    fn failure_properties(&self, delivery: &Delivery, kind: &str, reason: &str) -> BasicProperties {
+        let mut hs = delivery.properties.headers().clone().unwrap_or_default();
+        let now = Utc::now().to_rfc3339();
+        if get_str(Some(&hs), h::FIRST_FAILED_AT).is_none() {
+            set_str(&mut hs, h::FIRST_FAILED_AT, &now);
+        }
+        set_str(&mut hs, h::LAST_FAILED_AT, &now);
+        set_str(&mut hs, h::HANDLER, self.handler.name());
+        set_str(&mut hs, h::ERROR, &shorten(reason));
+        set_str(&mut hs, h::ERROR_KIND, kind);
+        let mut props = delivery.properties.clone().with_headers(hs);
+        if delivery.properties.delivery_mode().is_none() {
+            props = props.with_delivery_mode(2);
+        }
+        props
+    }
+}
+
+fn shorten(s: &str) -> String {
+    if s.len() <= MAX_ERROR_LEN {
+        return s.to_owned();
+    }
+    let mut end = MAX_ERROR_LEN;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// Acks; true only when the ack was sent (lapin's Ok(false): the channel was
+/// closed or recovered, the broker will redeliver).
+pub(crate) async fn ack(delivery: &Delivery, timeout: Duration) -> bool {
+    match tokio::time::timeout(timeout, delivery.acker.ack(BasicAckOptions::default())).await {
+        Ok(Ok(true)) => true,
+        Ok(Ok(false)) => {
+            tracing::warn!("ack not sent (channel closed); the broker will redeliver");
+            false
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "ack failed; the broker will redeliver");
+            false
+        }
+        Err(_) => {
+            tracing::warn!(?timeout, "ack timed out; the broker will redeliver");
+            false
+        }
+    }
+}
+
+/// Returns a delivery to its queue (best effort: a closed channel returns it anyway).
+pub(crate) async fn nack(delivery: &Delivery, timeout: Duration) {
+    let opts = BasicNackOptions { requeue: true, ..Default::default() };
+    match tokio::time::timeout(timeout, delivery.acker.nack(opts)).await {
+        Ok(Ok(true)) => {}
+        other => tracing::debug!(?other, "nack not sent; the broker returns unacked deliveries itself"),
+    }
+}
+
+/// One Sentry event per dead letter: handler, type, event id and error kind
+/// only (never payload text, phones or the error text).
+fn report_to_sentry(handler: &str, event_type: &str, delivery: &Delivery, kind: &str) {
+    if sentry::Hub::current().client().is_none() {
+        return;
+    }
+    let event_id = delivery.properties.message_id().as_ref().map(|m| m.to_string()).unwrap_or_default();
+    sentry::with_scope(
+        |scope| {
+            scope.set_tag("handler", handler);
+            scope.set_tag("event_type", event_type);
+            scope.set_tag("event_id", &event_id);
+            scope.set_tag("error_kind", kind);
+        },
+        || sentry::capture_message(&format!("dead-lettered {event_type} in {handler}: {kind}"), sentry::Level::Warning),
+    );
+}

@@ -1,0 +1,128 @@
+//! Dead-letter ingest: drains `{ns}.dlq` into the `dead_letters` table (the
+//! operator's view). Each message is inserted (ON CONFLICT on its
+//! `x-atelier-dead-letter-id` DO NOTHING, so a redelivery keeps one row) and
+//! acked only after the insert committed. A message RabbitMQ dead-lettered by
+//! itself (the delivery limit) carries no id of ours: it gets a fresh one and
+//! the kind `delivery_limit`. While the database is down it pauses.
+
+use crate::app::Shared;
+use crate::events::consumer::{Running, ack, nack};
+use atelier_domain::bus::Topology;
+use atelier_domain::bus::headers::{self as h, get_str, get_u32};
+use atelier_domain::store::StoreError;
+use atelier_domain::store::schema::dead_letters as dl;
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use futures_util::StreamExt;
+use lapin::Channel;
+use lapin::message::Delivery;
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+pub async fn run(
+    shared: Arc<Shared>,
+    topology: Arc<Topology>,
+    channel: Channel,
+    stop: CancellationToken,
+) -> Result<(), String> {
+    let settings = &shared.config.settings;
+    let timeout = settings.amqp.publish_timeout;
+    let queue = topology.dlq();
+    channel.basic_qos(settings.amqp.prefetch, BasicQosOptions::default()).await.map_err(|e| e.to_string())?;
+    let tag = format!("atelierd-dlq-{}", uuid::Uuid::now_v7().simple());
+    let mut consumer = channel
+        .basic_consume(queue.as_str().into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await
+        .map_err(|e| format!("consuming {queue}: {e}"))?;
+    let _running = Running::new(shared.metrics.clone());
+    let outcome = loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break Ok(()),
+            next = consumer.next() => match next {
+                Some(Ok(delivery)) => match ingest(&shared, &delivery).await {
+                    Ok(()) => { ack(&delivery, timeout).await; }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "dead-letter ingest failed; returning the message and pausing");
+                        nack(&delivery, timeout).await;
+                        if !super::wait_for_database(&shared, &stop).await {
+                            break Ok(());
+                        }
+                    }
+                },
+                Some(Err(e)) => break Err(format!("consumer of {queue}: {e}")),
+                None => break Err(format!("the consumer of {queue} stopped (channel or connection closed)")),
+            },
+        }
+    };
+    if outcome.is_ok() {
+        let _ = tokio::time::timeout(timeout, channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()))
+            .await;
+    }
+    outcome
+}
+
+fn time(headers: Option<&FieldTable>, name: &str) -> Option<DateTime<Utc>> {
+    get_str(headers, name).and_then(|s| DateTime::parse_from_rfc3339(&s).ok()).map(|t| t.with_timezone(&Utc))
+}
+
+/// Inserts one dead letter (idempotent on its key).
+async fn ingest(shared: &Shared, delivery: &Delivery) -> Result<(), StoreError> {
+    let headers = delivery.properties.headers().as_ref();
+    let ours = get_str(headers, h::DEAD_LETTER_ID).and_then(|s| uuid::Uuid::parse_str(&s).ok());
+    let key = ours.unwrap_or_else(uuid::Uuid::now_v7);
+    let (handler, kind, error) = match ours {
+        Some(_) => (
+            get_str(headers, h::HANDLER).unwrap_or_else(|| "unknown".into()),
+            get_str(headers, h::ERROR_KIND).unwrap_or_else(|| "unknown".into()),
+            get_str(headers, h::ERROR).unwrap_or_default(),
+        ),
+        None => {
+            // Dead-lettered by the broker: the first x-death entry's queue names the handler.
+            let queue = get_str(headers, "x-first-death-queue").unwrap_or_default();
+            let handler = queue.rsplit_once(".q.").map(|(_, h)| h.to_owned()).unwrap_or_else(|| "unknown".into());
+            let reason = get_str(headers, "x-first-death-reason").unwrap_or_else(|| "unknown".into());
+            (handler, "delivery_limit".to_owned(), format!("dead-lettered by the broker ({reason})"))
+        }
+    };
+    let event_id = delivery.properties.message_id().as_ref().and_then(|m| uuid::Uuid::parse_str(m.as_str()).ok());
+    let event_type = delivery.properties.kind().as_ref().map(|t| t.to_string());
+    let attempts = get_u32(headers, h::ATTEMPT).unwrap_or(0).saturating_add(1);
+    let now = Utc::now();
+    let first = time(headers, h::FIRST_FAILED_AT).unwrap_or(now);
+    let last = time(headers, h::LAST_FAILED_AT).unwrap_or(now);
+    let mut conn = shared.db.conn().await?;
+    diesel::insert_into(dl::table)
+        .values((
+            dl::dead_letter_key.eq(key),
+            dl::handler.eq(&handler),
+            dl::event_id.eq(event_id),
+            dl::event_type.eq(event_type),
+            dl::body.eq(&delivery.data),
+            dl::headers.eq(h::to_json(headers)),
+            dl::attempts.eq(i32::try_from(attempts).unwrap_or(i32::MAX)),
+            dl::first_failed_at.eq(first),
+            dl::last_failed_at.eq(last),
+            dl::last_error.eq(&error),
+            dl::error_kind.eq(&kind),
+            dl::fingerprint.eq(format!("{handler}:{kind}")),
+        ))
+        .on_conflict(dl::dead_letter_key)
+        .do_nothing()
+        .execute(&mut conn)
+        .await?;
+    Ok(())
+}
+
+/// Dead letters by status, for `/metrics`.
+pub async fn counts_by_status(shared: &Shared) -> Result<Vec<(String, i64)>, StoreError> {
+    let mut conn = shared.db.conn().await?;
+    Ok(dl::table
+        .group_by(dl::status)
+        .select((dl::status, diesel::dsl::count_star()))
+        .load::<(String, i64)>(&mut conn)
+        .await?)
+}

@@ -1,0 +1,169 @@
+//! Metrics in Prometheus text format, served at `/metrics`: a small
+//! hand-written registry of atomics (no dependency, nothing allocated per
+//! event once a (handler, type) series exists). Event counters per handler
+//! and type, a handling-latency histogram, outbox backlog and lag, broker and
+//! consumer state; dead letters by status are read from the database when
+//! scraped.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the handling-latency histogram's buckets.
+const BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+/// The counters of one (handler, event type).
+#[derive(Default)]
+pub struct Series {
+    pub consumed: AtomicU64,
+    pub succeeded: AtomicU64,
+    pub retried: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub transient: AtomicU64,
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Series {
+    pub fn observe(&self, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        for (i, le) in BUCKETS.iter().enumerate() {
+            if secs <= *le {
+                self.buckets[i].fetch_add(1, Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_micros.fetch_add(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX), Relaxed);
+    }
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    series: Mutex<BTreeMap<(String, String), Arc<Series>>>,
+    pub outbox_backlog: AtomicI64,
+    /// Age of the oldest unpublished outbox row, in milliseconds (0 when none).
+    pub outbox_lag_ms: AtomicI64,
+    pub outbox_published: AtomicU64,
+    pub broker_connected: AtomicBool,
+    pub consumers_running: AtomicUsize,
+    pub consumers_expected: AtomicUsize,
+    pub reconnects: AtomicU64,
+}
+
+impl Metrics {
+    /// The series of (handler, event type), created on first use.
+    pub fn series(&self, handler: &str, event_type: &str) -> Arc<Series> {
+        let mut map = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = map.get(&(handler.to_owned(), event_type.to_owned())) {
+            return s.clone();
+        }
+        let s = Arc::new(Series::default());
+        map.insert((handler.to_owned(), event_type.to_owned()), s.clone());
+        s
+    }
+
+    /// Sum of one counter over every series of `handler` (tests, readiness).
+    pub fn total(&self, handler: &str, pick: impl Fn(&Series) -> u64) -> u64 {
+        let map = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter().filter(|((h, _), _)| h == handler).map(|(_, s)| pick(s)).sum()
+    }
+
+    /// The Prometheus text exposition; `dead_letters` are (status, count).
+    pub fn render(&self, dead_letters: &[(String, i64)]) -> String {
+        let mut out = String::new();
+        let map = self.series.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let counters: [(&str, &str, fn(&Series) -> u64); 5] = [
+            ("consumed", "Deliveries taken from a handler's queue", |s| s.consumed.load(Relaxed)),
+            ("succeeded", "Deliveries handled and acked", |s| s.succeeded.load(Relaxed)),
+            ("retried", "Deliveries sent to a delayed-retry level", |s| s.retried.load(Relaxed)),
+            ("dead_lettered", "Deliveries dead-lettered", |s| s.dead_lettered.load(Relaxed)),
+            ("transient_failures", "Deliveries returned because a dependency was down", |s| {
+                s.transient.load(Relaxed)
+            }),
+        ];
+        for (name, help, pick) in counters {
+            let _ = writeln!(out, "# HELP atelier_events_{name}_total {help}.");
+            let _ = writeln!(out, "# TYPE atelier_events_{name}_total counter");
+            for ((h, t), s) in &map {
+                let _ = writeln!(out, "atelier_events_{name}_total{{handler=\"{h}\",event_type=\"{t}\"}} {}", pick(s));
+            }
+        }
+        let _ = writeln!(out, "# HELP atelier_event_handling_seconds Time from delivery to ack, per handler and type.");
+        let _ = writeln!(out, "# TYPE atelier_event_handling_seconds histogram");
+        for ((h, t), s) in &map {
+            let labels = format!("handler=\"{h}\",event_type=\"{t}\"");
+            for (i, le) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "atelier_event_handling_seconds_bucket{{{labels},le=\"{le}\"}} {}",
+                    s.buckets[i].load(Relaxed)
+                );
+            }
+            let count = s.count.load(Relaxed);
+            let _ = writeln!(out, "atelier_event_handling_seconds_bucket{{{labels},le=\"+Inf\"}} {count}");
+            let sum = s.sum_micros.load(Relaxed) as f64 / 1e6;
+            let _ = writeln!(out, "atelier_event_handling_seconds_sum{{{labels}}} {sum}");
+            let _ = writeln!(out, "atelier_event_handling_seconds_count{{{labels}}} {count}");
+        }
+        let gauges: [(&str, &str, &str, i64); 6] = [
+            ("atelier_outbox_backlog", "gauge", "Outbox rows not yet published", self.outbox_backlog.load(Relaxed)),
+            (
+                "atelier_outbox_lag_seconds",
+                "gauge",
+                "Age of the oldest unpublished outbox row",
+                self.outbox_lag_ms.load(Relaxed) / 1000,
+            ),
+            (
+                "atelier_outbox_published_total",
+                "counter",
+                "Outbox rows published and confirmed",
+                i64::try_from(self.outbox_published.load(Relaxed)).unwrap_or(i64::MAX),
+            ),
+            ("atelier_broker_connected", "gauge", "1 when connected to RabbitMQ", self.broker_connected.load(Relaxed) as i64),
+            (
+                "atelier_consumers_running",
+                "gauge",
+                "Consumers running (handlers and dead-letter ingest)",
+                self.consumers_running.load(Relaxed) as i64,
+            ),
+            (
+                "atelier_broker_reconnects_total",
+                "counter",
+                "Connections to RabbitMQ re-established",
+                i64::try_from(self.reconnects.load(Relaxed)).unwrap_or(i64::MAX),
+            ),
+        ];
+        for (name, kind, help, v) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} {kind}\n{name} {v}");
+        }
+        let _ = writeln!(out, "# HELP atelier_dead_letters Dead letters by status.\n# TYPE atelier_dead_letters gauge");
+        for (status, n) in dead_letters {
+            let _ = writeln!(out, "atelier_dead_letters{{status=\"{status}\"}} {n}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_a_cumulative_histogram() {
+        let m = Metrics::default();
+        let s = m.series("production", "sale.created");
+        s.consumed.fetch_add(2, Relaxed);
+        s.observe(Duration::from_millis(3));
+        s.observe(Duration::from_millis(300));
+        let text = m.render(&[("dead".into(), 4)]);
+        assert!(text.contains("atelier_events_consumed_total{handler=\"production\",event_type=\"sale.created\"} 2"));
+        assert!(text.contains("le=\"0.005\"} 1"), "{text}");
+        assert!(text.contains("le=\"0.5\"} 2"), "{text}");
+        assert!(text.contains("le=\"+Inf\"} 2"), "{text}");
+        assert!(text.contains("atelier_dead_letters{status=\"dead\"} 4"));
+        assert_eq!(m.total("production", |s| s.consumed.load(Relaxed)), 2);
+    }
+}
