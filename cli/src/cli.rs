@@ -55,6 +55,9 @@ pub enum Command {
     /// RabbitMQ topology of the environment's namespace.
     #[command(subcommand)]
     Topology(TopologyCommand),
+    /// Dead letters: what failed, why, and putting it back to work.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
     /// Print a shell completion script: `atelier completions bash > /etc/bash_completion.d/atelier`.
     Completions {
         #[arg(value_enum)]
@@ -90,4 +93,80 @@ pub enum TopologyCommand {
     Apply,
     /// Report drift (missing, or declared with other arguments); exit 5 when there is any.
     Verify,
+}
+
+/// Which dead letters a `dlq` command acts on: ids, and/or filters.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct DlqSelect {
+    /// Dead letter ids (as `dlq list` shows them).
+    pub ids: Vec<i64>,
+    /// Only this handler's letters (production, accounting, notifications, inbound).
+    #[arg(long)]
+    pub handler: Option<String>,
+    /// Only this event type (e.g. sale.created).
+    #[arg(long = "type", value_name = "TYPE")]
+    pub event_type: Option<String>,
+    /// Only this fingerprint (handler:error_kind), as `dlq stats` groups them.
+    #[arg(long)]
+    pub fingerprint: Option<String>,
+    /// Failed at or after: RFC 3339 time, or an age such as 2h or 7d.
+    #[arg(long, value_name = "TIME|AGE")]
+    pub since: Option<String>,
+    /// Failed before: RFC 3339 time, or an age such as 30m.
+    #[arg(long, value_name = "TIME|AGE")]
+    pub until: Option<String>,
+    /// Last error contains this text (case-insensitive).
+    #[arg(long, value_name = "TEXT")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Counts by status, and of the letters waiting: by handler, type, fingerprint and age.
+    Stats,
+    /// List dead letters, newest failure first.
+    List {
+        #[command(flatten)]
+        select: DlqSelect,
+        /// Only letters in this status: dead, replaying, replayed, archived.
+        #[arg(long)]
+        status: Option<String>,
+        /// Rows per page.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=1000))]
+        limit: i64,
+        /// Page number, from 1.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i64).range(1..))]
+        page: i64,
+    },
+    /// One dead letter: payload, headers, error and replay history.
+    Show { id: i64 },
+    /// Publish dead letters back to their handler's queue (only that queue), with publisher confirms.
+    Replay {
+        #[command(flatten)]
+        select: DlqSelect,
+        /// Print what would be replayed, grouped, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// At most N letters per second.
+        #[arg(long, value_name = "N")]
+        rate: Option<u32>,
+        /// Who replays (recorded on each letter). Default: $USER.
+        #[arg(long, env = "ATELIER_ACTOR")]
+        actor: Option<String>,
+    },
+    /// Set dead letters aside (status archived); restore brings them back.
+    Archive {
+        #[command(flatten)]
+        select: DlqSelect,
+    },
+    /// Bring archived letters back to dead.
+    Restore {
+        #[command(flatten)]
+        select: DlqSelect,
+    },
+    /// Delete archived letters for good (never dead or replayed ones). Asks first unless --yes.
+    Purge {
+        #[command(flatten)]
+        select: DlqSelect,
+    },
 }

@@ -39,6 +39,24 @@ impl Context {
         Ok(DatabaseUrl::resolve(&self.config.settings.database, self.secrets().as_ref())?)
     }
 
+    /// Asks before a destructive `action`, in any environment. Without a
+    /// terminal, only `--yes` confirms.
+    pub fn confirm_destructive(&self, action: &str) -> Result<(), Failure> {
+        if self.yes {
+            return Ok(());
+        }
+        let refused =
+            || Failure::new(Code::NotConfirmed, format!("{action} was not confirmed (pass --yes to confirm)"));
+        if self.out.is_json() || !std::io::stdin().is_terminal() {
+            return Err(refused());
+        }
+        eprint!("{action} in {}? [y/N] ", self.env());
+        std::io::stderr().flush().ok();
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer).map_err(|_| refused())?;
+        if matches!(answer.trim(), "y" | "Y" | "yes") { self.confirm(action) } else { Err(refused()) }
+    }
+
     /// Asks before `action` changes a protected environment. Without a
     /// terminal, only `--yes` confirms.
     pub fn confirm(&self, action: &str) -> Result<(), Failure> {

@@ -1,7 +1,9 @@
 //! One module per command; `run` dispatches.
 
+mod dlq;
 mod env;
 mod migrate;
+mod replay;
 mod topology;
 
 use crate::cli::{Args, Command};
@@ -18,6 +20,7 @@ pub async fn run(args: Args) -> Result<Code, Failure> {
             Ok(Code::Ok)
         }
         Command::Env(cmd) => env::run(cmd, &args.global, out),
+        Command::Dlq(cmd) => dlq::run(cmd, &Context::load(&args.global, out)?).await,
         Command::Migrate(cmd) => migrate::run(cmd, &Context::load(&args.global, out)?).await,
         Command::Topology(cmd) => topology::run(cmd, &Context::load(&args.global, out)?).await,
     }

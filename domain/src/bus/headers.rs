@@ -109,3 +109,61 @@ mod tests {
         assert_eq!(j[HANDLER], "production");
     }
 }
+
+/// The headers of a replayed dead letter: its original headers (as stored in
+/// `dead_letters.headers`) without the broker's death records and our failure
+/// details, the attempt count back to 0, and who replayed it under which id.
+pub fn for_replay(stored: &serde_json::Value, replay_id: &str, actor: &str) -> FieldTable {
+    const DROPPED: &[&str] = &[ATTEMPT, ERROR, ERROR_KIND, DEAD_LETTER_ID, LAST_FAILED_AT, REPLAY_ID, REPLAYED_BY];
+    let mut out = FieldTable::default();
+    if let serde_json::Value::Object(map) = stored {
+        for (k, v) in map {
+            if DROPPED.contains(&k.as_str())
+                || k.starts_with("x-death")
+                || k.starts_with("x-first-death")
+                || k.starts_with("x-last-death")
+            {
+                continue;
+            }
+            match v {
+                serde_json::Value::String(s) => set_str(&mut out, k, s),
+                serde_json::Value::Bool(b) => {
+                    out.insert(k.as_str().into(), AMQPValue::Boolean(*b));
+                }
+                serde_json::Value::Number(n) => {
+                    if let Some(i) = n.as_i64() {
+                        out.insert(k.as_str().into(), AMQPValue::LongLongInt(i));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    set_u32(&mut out, ATTEMPT, 0);
+    set_str(&mut out, REPLAY_ID, replay_id);
+    set_str(&mut out, REPLAYED_BY, actor);
+    out
+}
+
+#[cfg(test)]
+mod replay_tests {
+    use super::*;
+
+    #[test]
+    fn replayed_headers_start_over_and_say_who_replayed() {
+        let stored = serde_json::json!({
+            ATTEMPT: 3, ERROR: "503", ERROR_KIND: "provider_5xx", DEAD_LETTER_ID: "k", FIRST_FAILED_AT: "2026-01-01T00:00:00Z",
+            "x-death": [{"count": 1}], "x-first-death-queue": "q", "x-correlation": "c-1"
+        });
+        let h = for_replay(&stored, "r-1", "ops");
+        let h = Some(&h);
+        assert_eq!(get_u32(h, ATTEMPT), Some(0));
+        assert_eq!(get_str(h, REPLAY_ID).as_deref(), Some("r-1"));
+        assert_eq!(get_str(h, REPLAYED_BY).as_deref(), Some("ops"));
+        assert_eq!(get_str(h, "x-correlation").as_deref(), Some("c-1"));
+        assert_eq!(get_str(h, FIRST_FAILED_AT).as_deref(), Some("2026-01-01T00:00:00Z"));
+        for gone in [ERROR, ERROR_KIND, DEAD_LETTER_ID, "x-death", "x-first-death-queue"] {
+            assert!(h.unwrap().inner().get(gone).is_none(), "{gone} kept");
+        }
+    }
+}

@@ -5,6 +5,7 @@
 //! an id that does not exist.
 
 pub mod accounting;
+pub mod dlq;
 pub mod migrations;
 pub mod outbox;
 pub mod processing;

@@ -1,0 +1,98 @@
+//! `atelier dlq replay`: publishes dead letters back to the queue of the
+//! handler that failed them (only that queue, through the default exchange),
+//! with publisher confirms, attempt count reset and provenance headers
+//! (`x-atelier-replay-id`, `x-atelier-replayed-by`). Each letter is claimed
+//! (`replaying`) before it is published and marked `replayed` after the
+//! broker's confirm; a run interrupted in between is resumed by the next run
+//! with the same replay id, and the handler's exactly-once record keeps the
+//! effects single. `--dry-run` groups what would be replayed and changes nothing.
+
+use super::dlq::group;
+use crate::context::Context;
+use crate::exit::{Code, Failure};
+use atelier_domain::bus::{self, AmqpUrl, Topology, headers, publish::event_properties};
+use atelier_domain::store::PooledConn;
+use atelier_domain::store::dlq::{self, Filter};
+use serde_json::json;
+use std::time::Duration;
+
+pub async fn run(
+    ctx: &Context,
+    conn: &mut PooledConn,
+    filter: &Filter,
+    dry_run: bool,
+    rate: Option<u32>,
+    actor: Option<String>,
+) -> Result<Code, Failure> {
+    let candidates = dlq::replay_candidates(conn, filter).await?;
+    let groups = group(&candidates);
+    if dry_run || candidates.is_empty() {
+        let doc = json!({"success": true, "data": {"dry_run": dry_run, "would_replay": candidates.len(), "by_handler": groups,
+            "ids": candidates.iter().map(|l| l.id).collect::<Vec<_>>()}});
+        ctx.out.emit(&doc, || {
+            let mut t = format!(
+                "{} dead letter(s) {}\n",
+                candidates.len(),
+                if dry_run { "would be replayed" } else { "to replay" }
+            );
+            for (handler, fps) in &groups {
+                for (fp, n) in fps {
+                    t.push_str(&format!("  {n:>6}  to {handler} ({fp})\n"));
+                }
+            }
+            if dry_run {
+                t.push_str("dry run: nothing changed");
+            }
+            t
+        });
+        return Ok(Code::Ok);
+    }
+    let actor = actor.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "unknown".into());
+    ctx.confirm(&format!("Replay {} dead letter(s)", candidates.len()))?;
+    let settings = &ctx.config.settings;
+    let topology = Topology::standard(settings);
+    let url = AmqpUrl::resolve(&settings.amqp, ctx.secrets().as_ref())?;
+    let amqp = bus::connect(&url, "atelier dlq replay", settings.amqp.connect_timeout).await?;
+    let timeout = settings.amqp.publish_timeout;
+    let channel = bus::confirm_channel(&amqp, timeout).await?;
+    let mut pace = rate.filter(|r| *r > 0).map(|r| tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(r))));
+    let bar = ctx.out.progress(candidates.len() as u64, "replaying");
+    let (mut replayed, mut skipped) = (Vec::new(), 0usize);
+    for letter in &candidates {
+        if let Some(p) = pace.as_mut() {
+            p.tick().await;
+        }
+        if topology.handler(&letter.handler).is_none() {
+            bar.println(format!("skipped {}: no handler '{}' in this build", letter.id, letter.handler));
+            skipped += 1;
+            bar.inc(1);
+            continue;
+        }
+        let queue = topology.handler_queue(&letter.handler);
+        let Some((letter, replay)) = dlq::begin_replay(conn, letter.id, &actor, &queue).await? else {
+            skipped += 1; // replayed or archived by someone else meanwhile
+            bar.inc(1);
+            continue;
+        };
+        let event_id = letter.event_id.map(|u| u.to_string()).unwrap_or_else(|| replay.replay_id.to_string());
+        let properties = event_properties(&event_id, letter.event_type.as_deref().unwrap_or("unknown"))
+            .with_headers(headers::for_replay(&letter.headers, &replay.replay_id.to_string(), &actor));
+        bus::publish_confirmed(&channel, "", &queue, &letter.body, properties, timeout).await.map_err(|e| {
+            bar.abandon();
+            Failure::new(
+                Code::Unavailable,
+                format!(
+                    "replay of dead letter {} not confirmed ({e}); it stays 'replaying' and the next replay resumes it",
+                    letter.id
+                ),
+            )
+        })?;
+        dlq::finish_replay(conn, &replay).await?;
+        replayed.push(letter.id);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let doc = json!({"success": true, "data": {"replayed": replayed.len(), "skipped": skipped, "ids": replayed, "actor": actor}});
+    ctx.out.emit(&doc, || format!("replayed {} dead letter(s), skipped {skipped}, as {actor}", replayed.len()));
+    Ok(Code::Ok)
+}

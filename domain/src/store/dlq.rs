@@ -1,0 +1,385 @@
+//! The operator's view of dead letters (`atelier dlq`): statistics, lists with
+//! filters, one letter with its replay history, archive/restore/purge, and the
+//! bookkeeping of a replay. The daemon's ingest writes the rows; this module
+//! reads and moves them through their statuses:
+//!
+//! `dead` → (replay) `replaying` → `replayed`; `dead` ⇄ `archived`; purge
+//! deletes `archived` rows only.
+//!
+//! A replay is crash-safe: [`begin_replay`] records a replay (with its own id)
+//! and marks the letter `replaying` before anything is published;
+//! [`finish_replay`] marks it `replayed` after the broker confirmed. A replay
+//! interrupted between the two is resumed by the next run with the same replay
+//! id, and the handler's `processed_events` record keeps its effects single.
+
+use super::schema::{dead_letter_replays, dead_letters};
+use super::{Conn, StoreError};
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, RunQueryDsl};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+pub const STATUSES: [&str; 4] = ["dead", "replaying", "replayed", "archived"];
+
+#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[diesel(table_name = dead_letters, check_for_backend(diesel::pg::Pg))]
+pub struct DeadLetter {
+    pub id: i64,
+    pub dead_letter_key: Uuid,
+    pub handler: String,
+    pub event_id: Option<Uuid>,
+    pub event_type: Option<String>,
+    #[serde(skip)]
+    pub body: Vec<u8>,
+    pub headers: serde_json::Value,
+    pub attempts: i32,
+    pub first_failed_at: DateTime<Utc>,
+    pub last_failed_at: DateTime<Utc>,
+    pub last_error: String,
+    pub error_kind: String,
+    pub fingerprint: String,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl DeadLetter {
+    /// The original body: JSON when it parses, else lossy text.
+    pub fn payload(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&self.body).into_owned()))
+    }
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[diesel(table_name = dead_letter_replays, check_for_backend(diesel::pg::Pg))]
+pub struct Replay {
+    pub id: i64,
+    pub dead_letter_id: i64,
+    pub replay_id: Uuid,
+    pub actor: String,
+    pub target_queue: String,
+    pub requested_at: DateTime<Utc>,
+    pub published_at: Option<DateTime<Utc>>,
+}
+
+/// Which dead letters a command acts on. Empty means all (of the statuses the
+/// command accepts).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Filter {
+    pub ids: Vec<i64>,
+    pub handler: Option<String>,
+    pub event_type: Option<String>,
+    pub fingerprint: Option<String>,
+    pub status: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    /// Case-insensitive substring of the last error.
+    pub error: Option<String>,
+}
+
+impl Filter {
+    fn query(&self) -> dead_letters::BoxedQuery<'_, diesel::pg::Pg> {
+        let mut q = dead_letters::table.into_boxed();
+        if !self.ids.is_empty() {
+            q = q.filter(dead_letters::id.eq_any(&self.ids));
+        }
+        if let Some(h) = &self.handler {
+            q = q.filter(dead_letters::handler.eq(h));
+        }
+        if let Some(t) = &self.event_type {
+            q = q.filter(dead_letters::event_type.eq(t));
+        }
+        if let Some(f) = &self.fingerprint {
+            q = q.filter(dead_letters::fingerprint.eq(f));
+        }
+        if let Some(s) = &self.status {
+            q = q.filter(dead_letters::status.eq(s));
+        }
+        if let Some(since) = self.since {
+            q = q.filter(dead_letters::last_failed_at.ge(since));
+        }
+        if let Some(until) = self.until {
+            q = q.filter(dead_letters::last_failed_at.lt(until));
+        }
+        if let Some(e) = &self.error {
+            let pattern = format!("%{}%", e.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+            q = q.filter(dead_letters::last_error.ilike(pattern));
+        }
+        q
+    }
+
+    /// Checks the status filter names a status.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        match &self.status {
+            Some(s) if !STATUSES.contains(&s.as_str()) => {
+                Err(StoreError::invalid("status", format!("expected one of {}", STATUSES.join(", "))))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Counts of dead letters by status, handler, event type, fingerprint and age.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stats {
+    pub total: i64,
+    pub by_status: BTreeMap<String, i64>,
+    /// Of the letters still `dead` (waiting for an operator):
+    pub by_handler: BTreeMap<String, i64>,
+    pub by_event_type: BTreeMap<String, i64>,
+    pub by_fingerprint: BTreeMap<String, i64>,
+    pub by_age: BTreeMap<String, i64>,
+    pub oldest_dead: Option<DateTime<Utc>>,
+}
+
+/// status, handler, event type, fingerprint, last failure.
+type StatsRow = (String, String, Option<String>, String, DateTime<Utc>);
+
+pub async fn stats(conn: &mut Conn, now: DateTime<Utc>) -> Result<Stats, StoreError> {
+    let rows: Vec<StatsRow> = dead_letters::table
+        .select((
+            dead_letters::status,
+            dead_letters::handler,
+            dead_letters::event_type,
+            dead_letters::fingerprint,
+            dead_letters::last_failed_at,
+        ))
+        .load(conn)
+        .await?;
+    let mut s = Stats { total: rows.len() as i64, ..Default::default() };
+    for (status, handler, event_type, fingerprint, at) in rows {
+        *s.by_status.entry(status.clone()).or_default() += 1;
+        if status != "dead" {
+            continue;
+        }
+        *s.by_handler.entry(handler).or_default() += 1;
+        *s.by_event_type.entry(event_type.unwrap_or_else(|| "(unknown)".into())).or_default() += 1;
+        *s.by_fingerprint.entry(fingerprint).or_default() += 1;
+        *s.by_age.entry(age_bucket(now - at).into()).or_default() += 1;
+        s.oldest_dead = Some(s.oldest_dead.map_or(at, |o| o.min(at)));
+    }
+    Ok(s)
+}
+
+fn age_bucket(age: chrono::TimeDelta) -> &'static str {
+    if age < chrono::TimeDelta::hours(1) {
+        "< 1h"
+    } else if age < chrono::TimeDelta::days(1) {
+        "1h – 1d"
+    } else if age < chrono::TimeDelta::days(7) {
+        "1d – 7d"
+    } else {
+        "> 7d"
+    }
+}
+
+/// A page of dead letters, newest failure first, with the total count.
+pub async fn list(
+    conn: &mut Conn,
+    filter: &Filter,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<DeadLetter>, i64), StoreError> {
+    filter.validate()?;
+    let total = filter.query().count().get_result(conn).await?;
+    let rows = filter
+        .query()
+        .order((dead_letters::last_failed_at.desc(), dead_letters::id.desc()))
+        .limit(limit)
+        .offset(offset)
+        .select(DeadLetter::as_select())
+        .load(conn)
+        .await?;
+    Ok((rows, total))
+}
+
+/// One dead letter and its replay history.
+pub async fn show(conn: &mut Conn, id: i64) -> Result<(DeadLetter, Vec<Replay>), StoreError> {
+    let letter = dead_letters::table
+        .find(id)
+        .select(DeadLetter::as_select())
+        .first(conn)
+        .await
+        .optional()?
+        .ok_or(StoreError::NotFound("dead letter"))?;
+    let replays = dead_letter_replays::table
+        .filter(dead_letter_replays::dead_letter_id.eq(id))
+        .order(dead_letter_replays::id.asc())
+        .select(Replay::as_select())
+        .load(conn)
+        .await?;
+    Ok((letter, replays))
+}
+
+/// Moves the matching letters in `from` to `to`; returns how many moved.
+async fn move_status(conn: &mut Conn, filter: &Filter, from: &str, to: &str) -> Result<usize, StoreError> {
+    filter.validate()?;
+    let ids: Vec<i64> =
+        filter.query().filter(dead_letters::status.eq(from)).select(dead_letters::id).load(conn).await?;
+    Ok(diesel::update(dead_letters::table.filter(dead_letters::id.eq_any(&ids)).filter(dead_letters::status.eq(from)))
+        .set((dead_letters::status.eq(to), dead_letters::updated_at.eq(Utc::now())))
+        .execute(conn)
+        .await?)
+}
+
+/// Archives matching `dead` letters (kept, out of the way).
+pub async fn archive(conn: &mut Conn, filter: &Filter) -> Result<usize, StoreError> {
+    move_status(conn, filter, "dead", "archived").await
+}
+
+/// Brings matching `archived` letters back to `dead`.
+pub async fn restore(conn: &mut Conn, filter: &Filter) -> Result<usize, StoreError> {
+    move_status(conn, filter, "archived", "dead").await
+}
+
+/// How many `archived` letters match (what purge would delete).
+pub async fn count_archived(conn: &mut Conn, filter: &Filter) -> Result<i64, StoreError> {
+    filter.validate()?;
+    Ok(filter.query().filter(dead_letters::status.eq("archived")).count().get_result(conn).await?)
+}
+
+/// Deletes matching `archived` letters (only those) with their replay history.
+pub async fn purge(conn: &mut Conn, filter: &Filter) -> Result<usize, StoreError> {
+    filter.validate()?;
+    let ids: Vec<i64> =
+        filter.query().filter(dead_letters::status.eq("archived")).select(dead_letters::id).load(conn).await?;
+    Ok(diesel::delete(
+        dead_letters::table.filter(dead_letters::id.eq_any(&ids)).filter(dead_letters::status.eq("archived")),
+    )
+    .execute(conn)
+    .await?)
+}
+
+/// The letters a replay with `filter` would publish: `dead` ones, and
+/// `replaying` ones an interrupted replay left, oldest first.
+pub async fn replay_candidates(conn: &mut Conn, filter: &Filter) -> Result<Vec<DeadLetter>, StoreError> {
+    filter.validate()?;
+    Ok(filter
+        .query()
+        .filter(dead_letters::status.eq_any(["dead", "replaying"]))
+        .order(dead_letters::id.asc())
+        .select(DeadLetter::as_select())
+        .load(conn)
+        .await?)
+}
+
+/// Claims letter `id` for a replay by `actor` to `target_queue`: marks it
+/// `replaying` and records the replay, or finds the unfinished replay an
+/// interrupted run left (same replay id). `None` when the letter is no longer
+/// `dead` or `replaying` (another operator replayed or archived it meanwhile).
+pub async fn begin_replay(
+    conn: &mut Conn,
+    id: i64,
+    actor: &str,
+    target_queue: &str,
+) -> Result<Option<(DeadLetter, Replay)>, StoreError> {
+    conn.transaction(async |conn| {
+        let Some(letter) = dead_letters::table
+            .find(id)
+            .filter(dead_letters::status.eq_any(["dead", "replaying"]))
+            .select(DeadLetter::as_select())
+            .for_update()
+            .skip_locked()
+            .first(conn)
+            .await
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let unfinished = dead_letter_replays::table
+            .filter(dead_letter_replays::dead_letter_id.eq(id).and(dead_letter_replays::published_at.is_null()))
+            .select(Replay::as_select())
+            .first(conn)
+            .await
+            .optional()?;
+        let replay = match unfinished {
+            Some(r) => r,
+            None => {
+                diesel::insert_into(dead_letter_replays::table)
+                    .values((
+                        dead_letter_replays::dead_letter_id.eq(id),
+                        dead_letter_replays::replay_id.eq(Uuid::now_v7()),
+                        dead_letter_replays::actor.eq(actor),
+                        dead_letter_replays::target_queue.eq(target_queue),
+                    ))
+                    .returning(Replay::as_returning())
+                    .get_result(conn)
+                    .await?
+            }
+        };
+        diesel::update(dead_letters::table.find(id))
+            .set((dead_letters::status.eq("replaying"), dead_letters::updated_at.eq(Utc::now())))
+            .execute(conn)
+            .await?;
+        Ok(Some((letter, replay)))
+    })
+    .await
+}
+
+/// Records that the broker confirmed the replay: the letter is `replayed`.
+pub async fn finish_replay(conn: &mut Conn, replay: &Replay) -> Result<(), StoreError> {
+    conn.transaction(async |conn| {
+        let now = Utc::now();
+        diesel::update(dead_letter_replays::table.find(replay.id))
+            .set(dead_letter_replays::published_at.eq(now))
+            .execute(conn)
+            .await?;
+        diesel::update(dead_letters::table.find(replay.dead_letter_id))
+            .set((dead_letters::status.eq("replayed"), dead_letters::updated_at.eq(now)))
+            .execute(conn)
+            .await?;
+        Ok(())
+    })
+    .await
+}
+
+/// A dead letter as ingest writes it (the daemon; tests).
+#[derive(Debug, Clone)]
+pub struct NewDeadLetter {
+    pub dead_letter_key: Uuid,
+    pub handler: String,
+    pub event_id: Option<Uuid>,
+    pub event_type: Option<String>,
+    pub body: Vec<u8>,
+    pub headers: serde_json::Value,
+    pub attempts: i32,
+    pub first_failed_at: DateTime<Utc>,
+    pub last_failed_at: DateTime<Utc>,
+    pub last_error: String,
+    pub error_kind: String,
+}
+
+impl NewDeadLetter {
+    /// Groups letters that failed the same way: handler + error kind.
+    pub fn fingerprint(&self) -> String {
+        format!("{}:{}", self.handler, self.error_kind)
+    }
+}
+
+/// Stores a dead letter once: a second ingest of the same key changes nothing.
+/// Returns whether it stored it now.
+pub async fn ingest(conn: &mut Conn, new: &NewDeadLetter) -> Result<bool, StoreError> {
+    let n = diesel::insert_into(dead_letters::table)
+        .values((
+            dead_letters::dead_letter_key.eq(new.dead_letter_key),
+            dead_letters::handler.eq(&new.handler),
+            dead_letters::event_id.eq(new.event_id),
+            dead_letters::event_type.eq(&new.event_type),
+            dead_letters::body.eq(&new.body),
+            dead_letters::headers.eq(&new.headers),
+            dead_letters::attempts.eq(new.attempts),
+            dead_letters::first_failed_at.eq(new.first_failed_at),
+            dead_letters::last_failed_at.eq(new.last_failed_at),
+            dead_letters::last_error.eq(&new.last_error),
+            dead_letters::error_kind.eq(&new.error_kind),
+            dead_letters::fingerprint.eq(new.fingerprint()),
+        ))
+        .on_conflict(dead_letters::dead_letter_key)
+        .do_nothing()
+        .execute(conn)
+        .await?;
+    Ok(n == 1)
+}
