@@ -5,6 +5,7 @@
 //! Being built (issue 3): today [`run`] only waits for shutdown.
 
 pub mod handler;
+pub mod handlers;
 
 use crate::app::{AppError, Shared};
 use std::sync::Arc;
