@@ -434,6 +434,31 @@ async fn provider_failures_are_classed_429_retryable_400_permanent_timeout_retry
     assert_eq!(graph.requests().len(), 4);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_while_another_is_sending_waits_instead_of_sending_twice() {
+    let t = TestDb::new().await;
+    let graph = Graph::start(TOKEN, &[Answer::Hang]).await;
+    let (s, customer_id) = notified_studio(t.db(), TOKEN).await;
+    let (_, env) = final_sale(t.db(), s.tenant, s.shelf_product, Some(customer_id), Channel::Whatsapp).await;
+    // The first delivery's provider call hangs (a slow provider, or a daemon
+    // that lost its broker connection mid-send).
+    let slow = Duration::from_secs(30);
+    let first = {
+        let h = Notifications::new(t.db().clone(), graph.provider(slow), slow * 2);
+        let env = env.clone();
+        tokio::spawn(async move { handle(&h, &env).await })
+    };
+    atelier_domain::testing::eventually(Duration::from_secs(10), "the first send reaches the provider", || async {
+        !graph.requests().is_empty()
+    })
+    .await;
+    let h = Notifications::new(t.db().clone(), graph.provider(slow), slow * 2);
+    let err = handle(&h, &env).await.unwrap_err();
+    assert!(matches!(err, HandlerError::Retryable { kind: "in_flight", .. }), "{err:?}");
+    assert_eq!(graph.requests().len(), 1, "the redelivery did not send");
+    first.abort();
+}
+
 #[tokio::test]
 async fn a_wrong_token_is_permanent_and_never_shows_in_the_error_or_the_message() {
     let t = TestDb::new().await;
