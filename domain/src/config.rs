@@ -29,6 +29,8 @@ pub struct Settings {
     pub sentry: SentrySettings,
     pub daemon: DaemonSettings,
     pub auth: AuthSettings,
+    #[serde(default)]
+    pub notifications: NotificationSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -195,6 +197,39 @@ pub struct AuthSettings {
     pub jwt_secret: String,
     #[serde(with = "humantime_serde")]
     pub token_lifetime: Duration,
+}
+
+/// Which provider sends outbound notifications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationProviderKind {
+    /// Records each message as sent without sending it (the dev default).
+    Log,
+    /// The Meta Graph API's WhatsApp Cloud messages endpoint.
+    WhatsappCloud,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationSettings {
+    pub provider: NotificationProviderKind,
+    /// The Graph API base, version included: messages go to
+    /// `{whatsapp_base_url}/{phone_number_id}/messages`. The token and phone
+    /// number id come from the business's channel, never from config.
+    pub whatsapp_base_url: String,
+    /// Limit of one send to the provider; a send that takes longer is retried.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for NotificationSettings {
+    fn default() -> Self {
+        NotificationSettings {
+            provider: NotificationProviderKind::Log,
+            whatsapp_base_url: "https://graph.facebook.com/v21.0".into(),
+            timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Where a resolved value came from.
@@ -389,6 +424,11 @@ fn validate(s: &Settings) -> Result<(), String> {
         .parse::<std::net::SocketAddr>()
         .map_err(|e| format!("http.bind '{}' is not host:port: {e}", s.http.bind))?;
     url::Url::parse(&s.http.public_base_url).map_err(|e| format!("http.public_base_url is not a URL: {e}"))?;
+    url::Url::parse(&s.notifications.whatsapp_base_url)
+        .map_err(|e| format!("notifications.whatsapp_base_url is not a URL: {e}"))?;
+    if s.notifications.timeout.is_zero() {
+        return Err("notifications.timeout must be more than 0".into());
+    }
     if s.database.pool_size == 0 {
         return Err("database.pool_size must be at least 1".into());
     }

@@ -481,3 +481,60 @@ async fn a_claimed_event_applies_once_even_when_raced() {
     assert!(failed.is_err());
     assert!(!is_processed(&mut c, "accounting", other).await.unwrap());
 }
+
+#[tokio::test]
+async fn a_chat_draft_has_no_lines_and_cannot_be_completed_until_it_has() {
+    use atelier_domain::store::inbound;
+    let t = TestDb::new().await;
+    let s = studio(t.db(), "A").await;
+    let mut c = t.db().conn().await.unwrap();
+    let (customer, _) = inbound::find_or_create_customer(&mut c, s.tenant, "+919800000001").await.unwrap();
+    let draft = sales::create_chat_draft_in(&mut c, s.tenant, customer, Channel::Whatsapp, "yes").await.unwrap();
+    assert_eq!((draft.status.as_str(), draft.total_minor, draft.customer_id), ("draft", 0, Some(customer)));
+    let err = sales::complete(&mut c, s.tenant, draft.id, &origin()).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Refused(RuleError::Sale(atelier_domain::rules::sale::SaleError::NoLines))),
+        "{err:?}"
+    );
+    assert!(events(t.db(), s.tenant).await.is_empty(), "nothing raised");
+    // Once staff add what was agreed, it completes like any draft.
+    let lines = vec![NewLine { product_id: s.studio_product, quantity: 1, unit_price_minor: None }];
+    sales::update_draft(&mut c, s.tenant, draft.id, Some(lines), None).await.unwrap();
+    let done = sales::complete(&mut c, s.tenant, draft.id, &origin()).await.unwrap();
+    assert_eq!((done.sale.status.as_str(), done.sale.total_minor), ("final", 2500));
+    // Another business's customer cannot be linked.
+    let other = business(t.db(), "B").await;
+    let err = sales::create_chat_draft_in(&mut c, other, customer, Channel::Whatsapp, "yes").await.unwrap_err();
+    assert!(matches!(err, StoreError::Invalid { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_notification_is_begun_once_per_event_reference_and_phone() {
+    use atelier_domain::store::notifications::{self, Begun, NewNotification};
+    use std::time::Duration;
+    let t = TestDb::new().await;
+    let s = studio(t.db(), "A").await;
+    let mut c = t.db().conn().await.unwrap();
+    let new = NewNotification {
+        event_type: "order.ready",
+        reference: "production_order:1",
+        phone: "+919800000001",
+        customer_id: None,
+        channel_id: None,
+        channel_type: "log",
+        body: "ready",
+    };
+    let lease = Duration::from_secs(60);
+    let Begun::Send(m) = notifications::begin_send(&mut c, s.tenant, &new, lease).await.unwrap() else { panic!() };
+    assert!(matches!(notifications::begin_send(&mut c, s.tenant, &new, lease).await.unwrap(), Begun::InFlight(_)));
+    notifications::mark_sent_in(&mut c, s.tenant, m.id, Some("wamid.1")).await.unwrap();
+    assert!(matches!(notifications::begin_send(&mut c, s.tenant, &new, lease).await.unwrap(), Begun::AlreadySent(_)));
+    // Status reports only move it forward.
+    use atelier_domain::rules::notifications::MessageStatus;
+    assert!(notifications::record_status_report(&mut c, s.tenant, "wamid.1", MessageStatus::Read).await.unwrap());
+    assert!(!notifications::record_status_report(&mut c, s.tenant, "wamid.1", MessageStatus::Delivered).await.unwrap());
+    let other = business(t.db(), "B").await;
+    assert!(!notifications::record_status_report(&mut c, other, "wamid.1", MessageStatus::Failed).await.unwrap());
+    let all = notifications::outbound_for(&mut c, s.tenant, "order.ready", "production_order:1").await.unwrap();
+    assert_eq!((all.len(), all[0].status.as_str(), all[0].attempts), (1, "read", 1));
+}

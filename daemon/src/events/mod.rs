@@ -10,6 +10,7 @@
 pub mod consumer;
 pub mod dead_letters;
 pub mod handler;
+pub mod handlers;
 pub mod relay;
 
 use crate::app::{AppError, Shared};
@@ -23,13 +24,10 @@ use tokio_util::sync::CancellationToken;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
-/// Runs event processing with this build's handlers until shutdown.
-///
-/// The handlers are registered by `crate::events::handlers::all` (issue 3,
-/// handlers branch); until that is merged this build runs the relay and the
-/// dead-letter ingest only.
+/// Runs event processing with this build's handlers ([`handlers::all`]) until shutdown.
 pub async fn run(shared: Arc<Shared>) -> Result<(), AppError> {
-    run_with(shared, Vec::new()).await
+    let all = handlers::all(&shared);
+    run_with(shared, all).await
 }
 
 /// Runs event processing with `handlers` until the daemon's shutdown token fires.

@@ -5,6 +5,7 @@
 pub mod costing;
 pub mod intent;
 pub mod money;
+pub mod notifications;
 pub mod permissions;
 pub mod production;
 pub mod sale;

@@ -139,6 +139,16 @@ pub fn complete(status: SaleStatus) -> Result<SaleStatus, SaleError> {
     }
 }
 
+/// Completing a sale that has `line_count` lines: only a draft, and only one
+/// with at least one line (a draft opened from a chat starts empty).
+pub fn complete_with_lines(status: SaleStatus, line_count: usize) -> Result<SaleStatus, SaleError> {
+    let next = complete(status)?;
+    if line_count == 0 {
+        return Err(SaleError::NoLines);
+    }
+    Ok(next)
+}
+
 /// The invoice period of a date: `YYYYMM`.
 pub fn invoice_period(year: i32, month: u32) -> String {
     format!("{year:04}{month:02}")
@@ -196,6 +206,9 @@ mod tests {
     fn only_a_draft_completes() {
         assert_eq!(complete(SaleStatus::Draft), Ok(SaleStatus::Final));
         assert_eq!(complete(SaleStatus::Final), Err(SaleError::AlreadyFinal));
+        assert_eq!(complete_with_lines(SaleStatus::Draft, 1), Ok(SaleStatus::Final));
+        assert_eq!(complete_with_lines(SaleStatus::Draft, 0), Err(SaleError::NoLines));
+        assert_eq!(complete_with_lines(SaleStatus::Final, 0), Err(SaleError::AlreadyFinal));
     }
 
     #[test]

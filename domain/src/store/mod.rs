@@ -5,8 +5,11 @@
 //! an id that does not exist.
 
 pub mod accounting;
+pub mod canary;
 pub mod dlq;
+pub mod inbound;
 pub mod migrations;
+pub mod notifications;
 pub mod outbox;
 pub mod processing;
 pub mod production;

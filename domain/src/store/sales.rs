@@ -238,6 +238,41 @@ pub async fn create(
     .await
 }
 
+/// A draft opened by a customer's confirmation in a chat: no lines and a
+/// total of 0 until staff add what was agreed, the customer linked, the
+/// channel the message came on, and the message's text as notes. Never final:
+/// [`complete`] refuses it while it has no lines. Runs inside the caller's
+/// transaction (the inbound handler's, with its processed record).
+pub async fn create_chat_draft_in(
+    conn: &mut Conn,
+    tenant: Tenant,
+    customer_id: i64,
+    channel: Channel,
+    notes: &str,
+) -> Result<Sale, StoreError> {
+    let business = tenancy::business(conn, tenant).await?;
+    let currency: Currency = business.currency.parse()?;
+    let now = Utc::now();
+    let invoice_no = next_invoice_no(conn, tenant, now).await?;
+    diesel::insert_into(sales::table)
+        .values((
+            sales::business_id.eq(tenant.business_id),
+            sales::customer_id.eq(customer_id),
+            sales::invoice_no.eq(&invoice_no),
+            sales::status.eq(SaleStatus::Draft.as_str()),
+            sales::channel.eq(channel.as_str()),
+            sales::total_minor.eq(0),
+            sales::currency.eq(currency.as_str()),
+            sales::notes.eq(notes),
+            sales::created_at.eq(now),
+            sales::updated_at.eq(now),
+        ))
+        .returning(Sale::as_returning())
+        .get_result(conn)
+        .await
+        .map_err(|e| foreign_key_to_invalid(e, "customer_id"))
+}
+
 /// A foreign key that points outside the business is an invalid field.
 fn foreign_key_to_invalid(e: diesel::result::Error, field: &str) -> StoreError {
     match e {
@@ -396,11 +431,17 @@ pub async fn update_draft(
 }
 
 /// Completes a draft: it becomes final and raises `sale.created`. Completing a
-/// final sale is a conflict.
+/// final sale is a conflict; completing a draft with no lines is refused
+/// ([`SaleError::NoLines`](crate::rules::sale::SaleError::NoLines)).
 pub async fn complete(conn: &mut Conn, tenant: Tenant, id: i64, origin: &Origin) -> Result<SaleWithLines, StoreError> {
     conn.transaction(async |conn| {
         let current = load(conn, tenant, id, true).await?;
-        sale::complete(current.sale.status()).map_err(|e| StoreError::Conflict(e.to_string()))?;
+        match sale::complete_with_lines(current.sale.status(), current.lines.len()) {
+            Ok(_) => {}
+            Err(e @ sale::SaleError::AlreadyFinal) => return Err(StoreError::Conflict(e.to_string())),
+            // A draft opened from a chat has no lines until staff add them.
+            Err(e) => return Err(e.into()),
+        }
         let now = Utc::now();
         let sale: Sale = diesel::update(sales::table.find(id))
             .set((sales::status.eq(SaleStatus::Final.as_str()), sales::finalized_at.eq(now), sales::updated_at.eq(now)))

@@ -38,6 +38,17 @@ diesel::table! {
 }
 
 diesel::table! {
+    canary_pings (id) {
+        id -> Int8,
+        ping_id -> Uuid,
+        event_id -> Uuid,
+        producer -> Text,
+        sent_at -> Timestamptz,
+        received_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     customers (id) {
         id -> Int8,
         business_id -> Int8,
@@ -331,6 +342,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     account_transactions,
     accounts,
     businesses,
+    canary_pings,
     customers,
     dead_letter_replays,
     dead_letters,

@@ -1,0 +1,71 @@
+//! The `accounting` handler: `production.step.completed` → the step's expense
+//! (a debit in "Production Cost" referencing the step), booked once, when its
+//! cost is above 0 (DOMAIN.md, phase C).
+
+use super::{tenant, unexpected};
+use crate::events::handler::{Handler, HandlerError, Outcome};
+use atelier_domain::events::{Envelope, Event, EventType};
+use atelier_domain::rules::costing;
+use atelier_domain::rules::production::StepStatus;
+use atelier_domain::store::{Db, RuleError, StoreError, accounting, processing, production};
+use diesel_async::AsyncConnection;
+use futures_util::future::BoxFuture;
+
+pub const NAME: &str = "accounting";
+
+pub struct Accounting {
+    db: Db,
+}
+
+impl Accounting {
+    pub fn new(db: Db) -> Self {
+        Accounting { db }
+    }
+
+    async fn run(&self, envelope: &Envelope, event: &Event) -> Result<Outcome, HandlerError> {
+        let Event::StepCompleted(done) = event else { return Err(unexpected(NAME, event)) };
+        let tenant = tenant(envelope)?;
+        let mut conn = self.db.conn().await?;
+        let outcome = conn
+            .transaction(async |conn| {
+                if !processing::claim(conn, NAME, envelope.id).await? {
+                    return Ok::<_, StoreError>(Outcome::Duplicate);
+                }
+                // The cost comes from the step's row, not the payload: a step's
+                // cost is frozen once it completes (store::production refuses
+                // to change it), so the row is the booked truth, and reading it
+                // also proves the step is the event's business's and completed.
+                let step = production::step(conn, tenant, done.step_id, None).await?;
+                if step.state().status != StepStatus::Completed {
+                    return Err(RuleError::Other(format!("step {} is not completed", step.id)).into());
+                }
+                let Some(expense) = costing::step_expense(step.id, &step.name, &done.order_no, step.cost_minor) else {
+                    return Ok(Outcome::Ignored);
+                };
+                Ok(match accounting::book_step_expense_in(conn, tenant, &expense).await? {
+                    Some(tx) => {
+                        tracing::info!(transaction_id = tx.id, step_id = step.id, "step expense booked");
+                        Outcome::Applied
+                    }
+                    // Booked by an earlier event for the same step (its reference is unique).
+                    None => Outcome::Duplicate,
+                })
+            })
+            .await?;
+        Ok(outcome)
+    }
+}
+
+impl Handler for Accounting {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn event_types(&self) -> &'static [EventType] {
+        &[EventType::StepCompleted]
+    }
+
+    fn handle<'a>(&'a self, envelope: &'a Envelope, event: &'a Event) -> BoxFuture<'a, Result<Outcome, HandlerError>> {
+        Box::pin(self.run(envelope, event))
+    }
+}
