@@ -82,7 +82,7 @@ impl Notice {
     pub fn render(&self, business_template: Option<&str>) -> Result<String, TemplateError> {
         let template = business_template
             .or_else(|| templates::default_template(self.event_type.as_str()))
-            .ok_or_else(|| TemplateError::MissingVariable("template".into()))?;
+            .ok_or_else(|| TemplateError::NoTemplate(self.event_type.as_str().to_owned()))?;
         templates::render(template, &self.variables)
     }
 }

@@ -12,6 +12,8 @@ pub enum TemplateError {
     Unclosed(usize),
     #[error("template has an empty or invalid variable name at byte {0}")]
     InvalidName(usize),
+    #[error("no template for '{0}'")]
+    NoTemplate(String),
 }
 
 /// The variables an event offers its template.

@@ -3,7 +3,8 @@
 //! wait for its row and read how long the trip took.
 
 use super::schema::canary_pings;
-use super::{Conn, StoreError};
+use super::{Conn, StoreError, outbox};
+use crate::events::{Event, Origin, SystemPing};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -25,6 +26,14 @@ impl Ping {
     pub fn round_trip(&self) -> std::time::Duration {
         (self.received_at - self.sent_at).to_std().unwrap_or_default()
     }
+}
+
+/// Raises a `system.ping` through the outbox (it leaves with the next relay
+/// pass) and returns its id: wait for [`get`] to find it.
+pub async fn raise(conn: &mut Conn, origin: &Origin) -> Result<Uuid, StoreError> {
+    let ping_id = Uuid::now_v7();
+    outbox::raise(conn, &Event::SystemPing(SystemPing { ping_id }), None, origin).await?;
+    Ok(ping_id)
 }
 
 /// Records a ping's arrival inside the caller's transaction. Returns false,

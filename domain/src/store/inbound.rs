@@ -29,12 +29,23 @@ pub struct Lead {
 }
 
 /// The customer with `phone` (already normalized), created when the business
-/// has none. Returns its id and whether it existed before.
+/// has none. Returns its id and whether it existed before. WhatsApp sends
+/// numbers without the `+` staff usually type, so `+15551234567` and
+/// `15551234567` find the same customer (should both exist, always the same one).
 pub async fn find_or_create_customer(conn: &mut Conn, tenant: Tenant, phone: &str) -> Result<(i64, bool), StoreError> {
-    let by_phone = customers::business_id.eq(tenant.business_id).and(customers::phone.eq(phone));
-    if let Some(id) = customers::table.filter(by_phone).select(customers::id).first(conn).await.optional()? {
+    let bare = phone.trim_start_matches('+');
+    let forms = [format!("+{bare}"), bare.to_owned()];
+    let found: Option<i64> = customers::table
+        .filter(customers::business_id.eq(tenant.business_id).and(customers::phone.eq_any(&forms)))
+        .order(customers::phone.asc())
+        .select(customers::id)
+        .first(conn)
+        .await
+        .optional()?;
+    if let Some(id) = found {
         return Ok((id, true));
     }
+    let by_phone = customers::business_id.eq(tenant.business_id).and(customers::phone.eq(phone));
     let inserted: Option<i64> = diesel::insert_into(customers::table)
         .values((customers::business_id.eq(tenant.business_id), customers::phone.eq(phone)))
         .on_conflict((customers::business_id, customers::phone))

@@ -5,10 +5,11 @@
 //! recipient), its status tracked in `social_messages` (DOMAIN.md, phase D).
 //!
 //! The send cannot share a transaction with the database, so it is split:
-//! 1. `begin_send` commits the attempt: the message row (`pending`), attempts
-//!    + 1, under the row's lock. A message already `sent` (or later) is never
-//!    sent again; one whose attempt began less than a lease ago and has not
-//!    reported is in flight elsewhere, and this delivery retries later.
+//! 1. `begin_send` commits the attempt: the message row (`pending`), one more
+//!    attempt counted, under the row's lock. A message already `sent` (or
+//!    later) is never sent again; one whose attempt began less than a lease
+//!    ago and has not reported is in flight elsewhere: this delivery retries
+//!    later.
 //! 2. The provider is called with no transaction or connection held.
 //! 3. Its answer is committed: `sent` with the provider's id together with the
 //!    `(notifications, event_id)` claim; or the error (`pending` to retry,

@@ -39,13 +39,19 @@ fn retryable(kind: &'static str, reason: impl Into<String>) -> SendError {
     SendError::Retryable { kind, reason: reason.into() }
 }
 
-/// The Graph API's error message, shortened, with the token cut out should
-/// the provider ever echo it.
-fn graph_error(body: &str, token: &str) -> String {
+/// The Graph API's error message, shortened, with the token and the
+/// recipient's number cut out should the provider ever echo them (errors go
+/// to dead letters and Sentry).
+fn graph_error(body: &str, token: &str, to: &str) -> String {
     let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
-    let text = v["error"]["message"].as_str().map(str::to_owned).unwrap_or_default();
-    let text: String = text.chars().take(300).collect();
-    if token.is_empty() { text } else { text.replace(token, "<redacted>") }
+    let mut text: String = v["error"]["message"].as_str().unwrap_or_default().chars().take(300).collect();
+    if !token.is_empty() {
+        text = text.replace(token, "<redacted>");
+    }
+    if !to.is_empty() {
+        text = text.replace(to, "<phone>");
+    }
+    text
 }
 
 impl Provider for WhatsappCloud {
@@ -80,9 +86,10 @@ impl Provider for WhatsappCloud {
             let client = self.client.as_ref().ok_or_else(|| retryable("http_client", "no HTTP client"))?;
             let url = format!("{}/{}/messages", self.base_url, account.account_id);
             // The Cloud API takes the number with its country code, without '+'.
+            let to = m.to.trim_start_matches('+');
             let body = serde_json::json!({
                 "messaging_product": "whatsapp",
-                "to": m.to.trim_start_matches('+'),
+                "to": to,
                 "type": "text",
                 "text": { "body": m.body },
             });
@@ -112,7 +119,7 @@ impl Provider for WhatsappCloud {
                 }
                 return Ok(Accepted { provider_message_id: id });
             }
-            let detail = graph_error(&text, token);
+            let detail = graph_error(&text, token, to);
             let reason = format!("whatsapp cloud answered {}: {detail}", status.as_u16());
             match status.as_u16() {
                 429 => Err(retryable("rate_limited", reason)),
@@ -129,8 +136,8 @@ mod tests {
 
     #[test]
     fn graph_errors_are_short_and_never_carry_the_token() {
-        let body = r#"{"error":{"message":"Invalid token EAAB123","type":"OAuthException","code":190}}"#;
-        assert_eq!(graph_error(body, "EAAB123"), "Invalid token <redacted>");
-        assert_eq!(graph_error("<html>", "t"), "");
+        let body = r#"{"error":{"message":"Invalid token EAAB123 for 15551234567","code":190}}"#;
+        assert_eq!(graph_error(body, "EAAB123", "15551234567"), "Invalid token <redacted> for <phone>");
+        assert_eq!(graph_error("<html>", "t", "1"), "");
     }
 }
