@@ -7,6 +7,7 @@
 //!   transactions, the outbox;
 //! - [`config`] and [`secrets`]: environments and the secrets they name.
 
+pub mod auth;
 pub mod config;
 pub mod events;
 pub mod rules;

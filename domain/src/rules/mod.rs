@@ -9,3 +9,4 @@ pub mod permissions;
 pub mod production;
 pub mod sale;
 pub mod templates;
+pub mod webhook;
