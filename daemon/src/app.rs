@@ -51,6 +51,8 @@ pub struct Shared {
     pub db: Db,
     pub roles: Roles,
     pub shutdown: CancellationToken,
+    /// The API's token signing keys (current + previous).
+    pub keys: http::api::auth::Keys,
 }
 
 /// A started daemon.
@@ -78,9 +80,10 @@ impl App {
                 tracing::info!(count = applied.len(), "database migrated");
             }
         }
+        let keys = http::api::auth::Keys::new(http::api::auth::load_keys(&config)?);
         let db = Db::new(url, settings.database.pool_size, settings.database.connect_timeout)?;
         db.ping().await?;
-        let shared = Arc::new(Shared { config, db, roles, shutdown: CancellationToken::new() });
+        let shared = Arc::new(Shared { config, db, roles, shutdown: CancellationToken::new(), keys });
         let mut tasks = JoinSet::new();
         let mut http_addr = None;
         if roles.http {

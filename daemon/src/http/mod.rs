@@ -19,7 +19,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/version", get(version))
-        .nest("/api/v1", api::router())
+        .nest("/api/v1", api::router(shared.clone()))
         .with_state(shared)
 }
 
