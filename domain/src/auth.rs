@@ -141,6 +141,17 @@ impl KeySet {
         entries.iter().map(|(kid, key)| format!("{kid}:{}", STANDARD.encode(key))).collect::<Vec<_>>().join(",")
     }
 
+    /// This set's keys, then every key of `previous` not already here: the
+    /// set after a rotation.
+    pub fn with_previous(mut self, previous: &KeySet) -> KeySet {
+        for k in &previous.keys {
+            if self.find(&k.kid).is_none() {
+                self.keys.push(k.clone());
+            }
+        }
+        self
+    }
+
     pub fn current(&self) -> &SigningKey {
         &self.keys[0]
     }
