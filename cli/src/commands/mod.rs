@@ -2,6 +2,7 @@
 
 mod env;
 mod migrate;
+mod users;
 
 use crate::cli::{Args, Command};
 use crate::context::Context;
@@ -18,5 +19,6 @@ pub async fn run(args: Args) -> Result<Code, Failure> {
         }
         Command::Env(cmd) => env::run(cmd, &args.global, out),
         Command::Migrate(cmd) => migrate::run(cmd, &Context::load(&args.global, out)?).await,
+        Command::Users(cmd) => users::run(cmd, &Context::load(&args.global, out)?).await,
     }
 }
