@@ -32,7 +32,17 @@ fn json(out: &Output) -> Value {
 async fn users_create_list_and_disable() {
     let db = TestDb::new().await;
     let out = atelier(
-        &["users", "create", "--email", "Owner@Studio.example", "--role", "admin", "--business-name", "Indigo Studio", "--password-stdin"],
+        &[
+            "users",
+            "create",
+            "--email",
+            "Owner@Studio.example",
+            "--role",
+            "admin",
+            "--business-name",
+            "Indigo Studio",
+            "--password-stdin",
+        ],
         &db,
         Some("s3cret-password\n"),
     );
@@ -44,15 +54,33 @@ async fn users_create_list_and_disable() {
     let business = doc["data"]["business"]["id"].as_i64().unwrap();
     let b = business.to_string();
     let out = atelier(
-        &["users", "create", "--email", "w@studio.example", "--role", "production_worker", "--business-id", &b, "--password-stdin"],
+        &[
+            "users",
+            "create",
+            "--email",
+            "w@studio.example",
+            "--role",
+            "production_worker",
+            "--business-id",
+            &b,
+            "--password-stdin",
+        ],
         &db,
         Some("another-password\n"),
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // No terminal and no --password-stdin: refused, nothing created.
-    let out = atelier(&["users", "create", "--email", "x@studio.example", "--role", "cashier", "--business-id", &b], &db, None);
+    let out = atelier(
+        &["users", "create", "--email", "x@studio.example", "--role", "cashier", "--business-id", &b],
+        &db,
+        None,
+    );
     assert_eq!(out.status.code(), Some(2));
-    let out = atelier(&["users", "create", "--email", "y@studio.example", "--role", "root", "--business-id", &b, "--password-stdin"], &db, Some("whatever-pass\n"));
+    let out = atelier(
+        &["users", "create", "--email", "y@studio.example", "--role", "root", "--business-id", &b, "--password-stdin"],
+        &db,
+        Some("whatever-pass\n"),
+    );
     assert_eq!(out.status.code(), Some(2));
     let doc = json(&atelier(&["users", "list", "--business-id", &b], &db, None));
     assert_eq!(doc["count"], 2);

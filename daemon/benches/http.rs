@@ -37,7 +37,8 @@ fn env_num(name: &str, default: u64) -> u64 {
 }
 
 async fn load(base: &str, route: &Route, connections: usize, seconds: u64) -> Figures {
-    let route = Arc::new((route.method.clone(), format!("{base}{}", route.path), route.token.clone(), route.body.clone()));
+    let route =
+        Arc::new((route.method.clone(), format!("{base}{}", route.path), route.token.clone(), route.body.clone()));
     let run = |deadline: Instant| {
         let mut tasks = Vec::new();
         for _ in 0..connections {
@@ -82,8 +83,16 @@ async fn load(base: &str, route: &Route, connections: usize, seconds: u64) -> Fi
     }
     let elapsed = start.elapsed();
     all.sort();
-    let pct = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or_default();
-    Figures { requests: all.len(), errors, rps: all.len() as f64 / elapsed.as_secs_f64(), p50: pct(0.50), p99: pct(0.99) }
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or_default()
+    };
+    Figures {
+        requests: all.len(),
+        errors,
+        rps: all.len() as f64 / elapsed.as_secs_f64(),
+        p50: pct(0.50),
+        p99: pct(0.99),
+    }
 }
 
 fn main() {
@@ -117,26 +126,53 @@ fn main() {
         };
         let cashier = mk(&mut conn, "cashier@bench.example", Role::Cashier).await;
         let worker = mk(&mut conn, "worker@bench.example", Role::ProductionWorker).await;
-        let p = products::create(&mut conn, t, products::NewProduct { name: "Scarf".into(), unit_price_minor: 5000, ..Default::default() })
-            .await
-            .unwrap();
+        let p = products::create(
+            &mut conn,
+            t,
+            products::NewProduct { name: "Scarf".into(), unit_price_minor: 5000, ..Default::default() },
+        )
+        .await
+        .unwrap();
         let origin = atelier_domain::events::Origin::new("bench");
         for _ in 0..4 {
-            let o = production::create_manual(&mut conn, t, production::NewOrder { step_qty: Some(3), ..Default::default() }, &origin)
-                .await
-                .unwrap();
+            let o = production::create_manual(
+                &mut conn,
+                t,
+                production::NewOrder { step_qty: Some(3), ..Default::default() },
+                &origin,
+            )
+            .await
+            .unwrap();
             for s in o.steps {
                 production::assign_step(&mut conn, t, s.id, Some(worker.id)).await.unwrap();
             }
         }
         let token = |u: &tenancy::User| {
-            shared.keys.get().sign(&auth::Claims::new(u.id, t.business_id, &u.role, chrono::Utc::now(), Duration::from_secs(3600)))
+            shared.keys.get().sign(&auth::Claims::new(
+                u.id,
+                t.business_id,
+                &u.role,
+                chrono::Utc::now(),
+                Duration::from_secs(3600),
+            ))
         };
         (token(&cashier), token(&worker), p.id)
     });
     let routes = [
-        Route { name: "GET /health (baseline)", method: reqwest::Method::GET, path: "/health".into(), token: None, body: None },
-        Route { name: "GET /api/v1/worker/steps", method: reqwest::Method::GET, path: "/api/v1/worker/steps".into(), token: Some(worker), body: None },
+        Route {
+            name: "GET /health (baseline)",
+            method: reqwest::Method::GET,
+            path: "/health".into(),
+            token: None,
+            body: None,
+        },
+        Route {
+            name: "GET /api/v1/worker/steps",
+            method: reqwest::Method::GET,
+            path: "/api/v1/worker/steps".into(),
+            token: Some(worker),
+            body: None,
+        },
         Route {
             name: "POST /api/v1/sales",
             method: reqwest::Method::POST,

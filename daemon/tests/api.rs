@@ -43,7 +43,12 @@ const MATRIX: &[(&str, &str, &str, Option<&str>)] = &[
     ("POST", "/accounting/transactions", "AM", Some(r#"{"direction":"credit","amount_minor":100,"category":"Sales"}"#)),
     ("GET", "/accounting/reports/financial", "AMU", None),
     ("GET", "/social/channels", "A", None),
-    ("PUT", "/social/channels", "A", Some(r#"{"channel_type":"whatsapp","account_id":"1555","webhook_secret":"0123456789abcdef"}"#)),
+    (
+        "PUT",
+        "/social/channels",
+        "A",
+        Some(r#"{"channel_type":"whatsapp","account_id":"1555","webhook_secret":"0123456789abcdef"}"#),
+    ),
     ("GET", "/social/messages", "A", None),
     ("GET", "/social/leads", "A", None),
     // Public or signed: no token needed, no role checked.
@@ -133,7 +138,14 @@ async fn workers_see_and_change_only_their_own_steps_and_never_costs() {
     let mut f = fixture().await;
     let (w1, w2) = (f.a.token("production_worker").to_owned(), f.a.token("worker2").to_owned());
     let step = f.ids["step"];
-    let (s, _) = send(&f.app, Method::PUT, &format!("/production/steps/{step}/cost"), Some(f.a.token("manager")), Some(json!({"cost_minor": 1500}))).await;
+    let (s, _) = send(
+        &f.app,
+        Method::PUT,
+        &format!("/production/steps/{step}/cost"),
+        Some(f.a.token("manager")),
+        Some(json!({"cost_minor": 1500})),
+    )
+    .await;
     assert_eq!(s, 200);
     let (s, v) = send(&f.app, Method::GET, "/worker/steps", Some(&w1), None).await;
     assert_eq!(s, 200);
@@ -153,7 +165,14 @@ async fn workers_see_and_change_only_their_own_steps_and_never_costs() {
         assert_eq!(v["error"]["code"], "forbidden");
     }
     // Worker 1 finishes its step; it drops out of the list unless asked for.
-    let (s, v) = send(&f.app, Method::POST, &format!("/worker/steps/{step}/progress"), Some(&w1), Some(json!({"completed_qty": 2}))).await;
+    let (s, v) = send(
+        &f.app,
+        Method::POST,
+        &format!("/worker/steps/{step}/progress"),
+        Some(&w1),
+        Some(json!({"completed_qty": 2})),
+    )
+    .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["data"]["status"], "completed");
     assert!(v["data"].get("cost_minor").is_none());
@@ -199,12 +218,20 @@ async fn step_rules_and_sale_conflicts_answer_with_their_codes() {
     }
     // A step without a planned quantity refuses progress.
     let admin = f.a.token("admin").to_owned();
-    let (_, v) = send(&f.app, Method::POST, "/production/orders", Some(&admin), Some(json!({"steps": ["Handwork"]}))).await;
+    let (_, v) =
+        send(&f.app, Method::POST, "/production/orders", Some(&admin), Some(json!({"steps": ["Handwork"]}))).await;
     let unplanned = v["data"]["steps"][0]["id"].as_i64().unwrap();
     let (s, v) = send(&f.app, Method::POST, &format!("/worker/steps/{unplanned}/progress"), Some(&admin), qty(1)).await;
     assert_eq!((s, v["error"]["code"].as_str()), (422, Some("step_not_planned")), "{v}");
     // Negative cost is an invalid field.
-    let (s, v) = send(&f.app, Method::PUT, &format!("/production/steps/{step2}/cost"), Some(&admin), Some(json!({"cost_minor": -5}))).await;
+    let (s, v) = send(
+        &f.app,
+        Method::PUT,
+        &format!("/production/steps/{step2}/cost"),
+        Some(&admin),
+        Some(json!({"cost_minor": -5})),
+    )
+    .await;
     assert_eq!((s, v["error"]["message"].as_str().unwrap_or("").starts_with("cost_minor")), (400, true), "{v}");
     // Completing a final sale is a conflict; a draft completes once.
     let (sale, draft) = (f.ids["sale"], f.ids["draft"]);
@@ -213,9 +240,17 @@ async fn step_rules_and_sale_conflicts_answer_with_their_codes() {
     let (s, v) = send(&f.app, Method::POST, &format!("/sales/{draft}/complete"), Some(&admin), None).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["data"]["status"], "final");
-    let (s, _) = send(&f.app, Method::PATCH, &format!("/sales/{draft}"), Some(&admin), Some(json!({"notes": "x"}))).await;
+    let (s, _) =
+        send(&f.app, Method::PATCH, &format!("/sales/{draft}"), Some(&admin), Some(json!({"notes": "x"}))).await;
     assert_eq!(s, 409);
-    let (s, v) = send(&f.app, Method::POST, &format!("/sales/{sale}/payments"), Some(f.a.token("cashier")), Some(json!({"amount_minor": 600, "method": "card"}))).await;
+    let (s, v) = send(
+        &f.app,
+        Method::POST,
+        &format!("/sales/{sale}/payments"),
+        Some(f.a.token("cashier")),
+        Some(json!({"amount_minor": 600, "method": "card"})),
+    )
+    .await;
     assert_eq!(s, 201, "{v}");
     // The outbox: sale.created for the final sale and the completed draft, one payment.received.
     let mut conn = f.app.db.db().conn().await.unwrap();
@@ -239,17 +274,34 @@ async fn cost_report_gives_profit_per_order_step_type_and_totals() {
     let mut f = fixture().await;
     let m = f.a.token("manager").to_owned();
     for (step, cost) in [(f.ids["step"], 2000), (f.ids["step2"], 1000)] {
-        let (s, _) = send(&f.app, Method::PUT, &format!("/production/steps/{step}/cost"), Some(&m), Some(json!({"cost_minor": cost}))).await;
+        let (s, _) = send(
+            &f.app,
+            Method::PUT,
+            &format!("/production/steps/{step}/cost"),
+            Some(&m),
+            Some(json!({"cost_minor": cost})),
+        )
+        .await;
         assert_eq!(s, 200);
     }
-    let (s, v) = send(&f.app, Method::GET, &format!("/production/reports/costs?order_id={}", f.ids["order"]), Some(f.a.token("auditor")), None).await;
+    let (s, v) = send(
+        &f.app,
+        Method::GET,
+        &format!("/production/reports/costs?order_id={}", f.ids["order"]),
+        Some(f.a.token("auditor")),
+        None,
+    )
+    .await;
     assert_eq!(s, 200, "{v}");
     let o = &v["data"]["orders"][0];
     assert_eq!((o["total_cost_minor"].as_i64(), o["final_price_minor"].as_i64()), (Some(3000), Some(9000)), "{v}");
     assert_eq!((o["profit_minor"].as_i64(), o["margin_bps"].as_i64()), (Some(6000), Some(6666)), "{v}");
     assert_eq!(v["data"]["totals"]["profit_minor"], 6000);
     let (_, v) = send(&f.app, Method::GET, "/production/reports/costs?step_type=Dyeing", Some(&m), None).await;
-    assert_eq!(v["data"]["step_types"], json!([{"step_type": "Dyeing", "steps": 1, "completed_steps": 0, "total_cost_minor": 2000}]));
+    assert_eq!(
+        v["data"]["step_types"],
+        json!([{"step_type": "Dyeing", "steps": 1, "completed_steps": 0, "total_cost_minor": 2000}])
+    );
     f.app.stop().await;
 }
 
@@ -272,12 +324,22 @@ async fn webhooks_store_signed_messages_once_and_refuse_the_rest() {
     let mut f = fixture().await;
     let admin = f.a.token("admin").to_owned();
     let biz = f.a.tenant.business_id;
-    let (s, v) = send(&f.app, Method::PUT, "/social/channels", Some(&admin), Some(json!({
+    let (s, v) = send(
+        &f.app,
+        Method::PUT,
+        "/social/channels",
+        Some(&admin),
+        Some(json!({
         "channel_type": "whatsapp", "account_id": "1555", "webhook_secret": "first-secret-0123456789",
-        "verify_token": "verify-me", "access_token": "EAAG-secret-token"}))).await;
+        "verify_token": "verify-me", "access_token": "EAAG-secret-token"})),
+    )
+    .await;
     assert_eq!(s, 200, "{v}");
     let text = v.to_string();
-    assert!(!text.contains("first-secret") && !text.contains("EAAG") && !text.contains("verify-me"), "secrets returned: {text}");
+    assert!(
+        !text.contains("first-secret") && !text.contains("EAAG") && !text.contains("verify-me"),
+        "secrets returned: {text}"
+    );
     let url = f.app.url(&format!("/api/v1/social/webhook/whatsapp?business_id={biz}"));
     let post = |body: Vec<u8>, sig: Option<String>| {
         let mut r = f.app.client.post(&url).header("content-type", "application/json").body(body);
@@ -300,7 +362,11 @@ async fn webhooks_store_signed_messages_once_and_refuse_the_rest() {
         let token = admin.clone();
         let client = app.client.clone();
         let u = app.url("/api/v1/social/messages");
-        async move { client.get(u).bearer_auth(token).send().await.unwrap().json::<Value>().await.unwrap()["count"].as_i64().unwrap() }
+        async move {
+            client.get(u).bearer_auth(token).send().await.unwrap().json::<Value>().await.unwrap()["count"]
+                .as_i64()
+                .unwrap()
+        }
     };
     assert_eq!(messages(&f.app).await, 0);
     // Sent twice by the provider: stored once, one event.
@@ -310,15 +376,29 @@ async fn webhooks_store_signed_messages_once_and_refuse_the_rest() {
     }
     assert_eq!(messages(&f.app).await, 1);
     // A rotation: the new secret and the previous one both sign.
-    let (s, _) = send(&f.app, Method::PUT, "/social/channels", Some(&admin), Some(json!({
-        "channel_type": "whatsapp", "account_id": "1555", "webhook_secret": "second-secret-0123456789"}))).await;
+    let (s, _) = send(
+        &f.app,
+        Method::PUT,
+        "/social/channels",
+        Some(&admin),
+        Some(json!({
+        "channel_type": "whatsapp", "account_id": "1555", "webhook_secret": "second-secret-0123456789"})),
+    )
+    .await;
     assert_eq!(s, 200);
     let b2 = whatsapp("wamid.2", "hello");
     assert_eq!(post(b2.clone(), Some(sign("first-secret-0123456789", &b2))).await.unwrap().status(), 200);
     let b3 = whatsapp("wamid.3", "yes");
     assert_eq!(post(b3.clone(), Some(sign("second-secret-0123456789", &b3))).await.unwrap().status(), 200);
-    let (s, _) = send(&f.app, Method::PUT, "/social/channels", Some(&admin), Some(json!({
-        "channel_type": "whatsapp", "account_id": "1555", "finish_rotation": true}))).await;
+    let (s, _) = send(
+        &f.app,
+        Method::PUT,
+        "/social/channels",
+        Some(&admin),
+        Some(json!({
+        "channel_type": "whatsapp", "account_id": "1555", "finish_rotation": true})),
+    )
+    .await;
     assert_eq!(s, 200);
     let b4 = whatsapp("wamid.4", "late");
     assert_eq!(post(b4.clone(), Some(sign("first-secret-0123456789", &b4))).await.unwrap().status(), 401);
@@ -331,7 +411,15 @@ async fn webhooks_store_signed_messages_once_and_refuse_the_rest() {
     assert_eq!(received[0].envelope["data"]["text"], "I want to order a scarf");
     // Another business's id in the URL: no channel there, nothing signs.
     let other = f.app.url(&format!("/api/v1/social/webhook/whatsapp?business_id={}", f.b.tenant.business_id));
-    let res = f.app.client.post(other).header("X-Hub-Signature-256", sign("second-secret-0123456789", &b3)).body(b3.clone()).send().await.unwrap();
+    let res = f
+        .app
+        .client
+        .post(other)
+        .header("X-Hub-Signature-256", sign("second-secret-0123456789", &b3))
+        .body(b3.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 401);
     // Meta's GET verification.
     let get = |token: &str| {
@@ -381,8 +469,15 @@ async fn bad_input_is_answered_in_the_envelope() {
     let (s, v, _) = raw(Some("application/json"), big.into_bytes()).await;
     assert_eq!((s, v["error"]["code"].as_str()), (413, Some("payload_too_large")), "{v}");
     // Oversized webhooks too, before anything is stored.
-    let res = f.app.client.post(f.app.url(&format!("/api/v1/social/webhook/whatsapp?business_id={}", f.a.tenant.business_id)))
-        .header("X-Hub-Signature-256", "sha256=00").body(vec![b' '; 4096]).send().await.unwrap();
+    let res = f
+        .app
+        .client
+        .post(f.app.url(&format!("/api/v1/social/webhook/whatsapp?business_id={}", f.a.tenant.business_id)))
+        .header("X-Hub-Signature-256", "sha256=00")
+        .body(vec![b' '; 4096])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 413);
     // Unknown routes, ids that are not numbers, methods a route does not take.
     let (s, v) = send(&f.app, Method::GET, "/nope", Some(&admin), None).await;
@@ -410,7 +505,10 @@ async fn login_refuses_wrong_passwords_and_disabled_users_and_survives_key_rotat
     assert_eq!(s, 200);
     assert_eq!(v["data"]["role"], "cashier");
     assert_eq!(v["data"]["modules"], json!(["sales", "products"]));
-    assert_eq!(v["data"]["permissions"], json!(["sales.view", "sales.create", "sales.complete", "payments.create", "products.view"]));
+    assert_eq!(
+        v["data"]["permissions"],
+        json!(["sales.view", "sales.create", "sales.complete", "payments.create", "products.view"])
+    );
     let (s, _) = send(&f.app, Method::GET, "/me", Some("not.a.token"), None).await;
     assert_eq!(s, 401);
     // Key rotation: the token signed with the old key stays valid, new tokens use the new key.
@@ -460,8 +558,12 @@ async fn the_openapi_document_covers_every_route() {
         ops += ms.as_object().unwrap().len();
     }
     for (m, template, allowed, _) in MATRIX {
-        let path = template.replace("{sale}", "{id}").replace("{draft}", "{id}").replace("{product}", "{id}")
-            .replace("{order}", "{id}").replace("{step}", "{id}");
+        let path = template
+            .replace("{sale}", "{id}")
+            .replace("{draft}", "{id}")
+            .replace("{product}", "{id}")
+            .replace("{order}", "{id}")
+            .replace("{step}", "{id}");
         let op = &doc["paths"][&path][m.to_lowercase()];
         assert!(op.is_object(), "{m} {path} is missing from openapi.json");
         if *allowed != "-" && path != "/me" {
@@ -474,7 +576,10 @@ async fn the_openapi_document_covers_every_route() {
         for m in ms.as_object().unwrap().keys() {
             let concrete = path.replace("{id}", "1").replace("{channel_type}", "whatsapp");
             let (s, v) = send(&f.app, method(&m.to_uppercase()), &concrete, None, None).await;
-            assert!(s != 404 || v["error"]["code"] != "not_found" || concrete.contains("/1"), "{m} {path} is not routed: {v}");
+            assert!(
+                s != 404 || v["error"]["code"] != "not_found" || concrete.contains("/1"),
+                "{m} {path} is not routed: {v}"
+            );
             assert_ne!(s, 405, "{m} {path} is not routed");
         }
     }

@@ -75,7 +75,9 @@ pub async fn run(cmd: UsersCommand, ctx: &Context) -> Result<Code, Failure> {
                     let business = match (&business_name, business_id) {
                         (Some(n), _) => tenancy::create_business(conn, n, currency).await?,
                         (None, Some(id)) => tenancy::business(conn, Tenant::new(id)).await?,
-                        (None, None) => return Err(StoreError::invalid("business_id", "give --business-id or --business-name")),
+                        (None, None) => {
+                            return Err(StoreError::invalid("business_id", "give --business-id or --business-name"));
+                        }
                     };
                     let user = tenancy::create_user(
                         conn,

@@ -84,8 +84,11 @@ pub async fn fixture() -> Fixture {
 }
 
 pub async fn fixture_with(extra: &[(&str, &str)]) -> Fixture {
-    let app =
-        if extra.is_empty() { spawn_app().await } else { spawn_app_with(Roles { http: true, events: false }, extra).await };
+    let app = if extra.is_empty() {
+        spawn_app().await
+    } else {
+        spawn_app_with(Roles { http: true, events: false }, extra).await
+    };
     let hash = auth::hash_password(PASSWORD).unwrap();
     let a = org(&app, "Alpha", &hash).await;
     let b = org(&app, "Beta", &hash).await;
@@ -96,12 +99,16 @@ pub async fn fixture_with(extra: &[(&str, &str)]) -> Fixture {
         assert!(s == 201 || s == 200, "{path}: {s} {v}");
         v["data"].clone()
     };
-    let studio = post("/products", json!({"name": "Dyed scarf", "unit_price_minor": 5000, "requires_production": true})).await;
+    let studio =
+        post("/products", json!({"name": "Dyed scarf", "unit_price_minor": 5000, "requires_production": true})).await;
     let plain = post("/products", json!({"name": "Thread", "unit_price_minor": 300})).await;
     let final_sale =
         post("/sales", json!({"lines": [{"product_id": plain["id"], "quantity": 2}], "channel": "walk_in"})).await;
-    let draft = post("/sales", json!({"status": "draft", "lines": [{"product_id": studio["id"], "quantity": 1}]})).await;
-    let order = post("/production/orders", json!({"steps": ["Dyeing", "Stitching"], "step_qty": 2, "final_price_minor": 9000})).await;
+    let draft =
+        post("/sales", json!({"status": "draft", "lines": [{"product_id": studio["id"], "quantity": 1}]})).await;
+    let order =
+        post("/production/orders", json!({"steps": ["Dyeing", "Stitching"], "step_qty": 2, "final_price_minor": 9000}))
+            .await;
     ids.insert("product", studio["id"].as_i64().unwrap());
     ids.insert("plain_product", plain["id"].as_i64().unwrap());
     ids.insert("sale", final_sale["id"].as_i64().unwrap());

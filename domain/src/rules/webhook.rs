@@ -201,7 +201,8 @@ mod tests {
 
     #[test]
     fn meta_payloads_yield_their_text_messages() {
-        let body = br#"{"object":"whatsapp_business_account","entry":[{"id":"WABA","changes":[{"field":"messages","value":{
+        let body =
+            br#"{"object":"whatsapp_business_account","entry":[{"id":"WABA","changes":[{"field":"messages","value":{
             "metadata":{"phone_number_id":"1555"},
             "messages":[{"id":"wamid.1","from":"15551234567","type":"text","text":{"body":"I want to order"}},
                         {"id":"wamid.2","from":"15551234567","type":"image"}]}}]}]}"#;
@@ -215,8 +216,8 @@ mod tests {
 
     #[test]
     fn telegram_updates_yield_their_message() {
-        let m = parse("telegram", br#"{"update_id":1,"message":{"message_id":42,"chat":{"id":99},"text":"yes"}}"#)
-            .unwrap();
+        let m =
+            parse("telegram", br#"{"update_id":1,"message":{"message_id":42,"chat":{"id":99},"text":"yes"}}"#).unwrap();
         assert_eq!(m[0].provider_message_id, "42");
         assert_eq!(m[0].from, "99");
     }

@@ -138,7 +138,8 @@ pub async fn login(State(shared): State<Arc<Shared>>, ApiJson(body): ApiJson<Log
     let matches = tokio::task::spawn_blocking(move || auth::verify_password(&password, &hash))
         .await
         .map_err(ApiError::internal)?;
-    let wrong = || ApiError::new(axum::http::StatusCode::UNAUTHORIZED, "invalid_credentials", "wrong email or password");
+    let wrong =
+        || ApiError::new(axum::http::StatusCode::UNAUTHORIZED, "invalid_credentials", "wrong email or password");
     let user = match user {
         Some(u) if matches => u,
         _ => return Err(wrong()),

@@ -102,7 +102,11 @@ impl From<StoreError> for ApiError {
             StoreError::Refused(r) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "rule_refused", r.to_string()),
             StoreError::Unavailable(m) => {
                 tracing::warn!(error = %m, "database unavailable");
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the database is unavailable: retry later")
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the database is unavailable: retry later",
+                )
             }
             StoreError::Database(e) => ApiError::internal(e),
         }

@@ -83,9 +83,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Path::<i64>::from_request_parts(parts, state).await {
             Ok(p) => Ok(Id(p.0)),
-            Err(PathRejection::FailedToDeserializePathParams(_)) => {
-                Err(ApiError::invalid("id", "must be an integer"))
-            }
+            Err(PathRejection::FailedToDeserializePathParams(_)) => Err(ApiError::invalid("id", "must be an integer")),
             Err(other) => Err(ApiError::bad_request("bad_request", other.body_text())),
         }
     }

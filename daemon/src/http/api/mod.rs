@@ -125,8 +125,7 @@ impl Entry {
     }
 }
 
-const PAGE: [(&str, &str); 2] =
-    [("limit", "page size, 1 to 200 (default 50)"), ("offset", "rows to skip (default 0)")];
+const PAGE: [(&str, &str); 2] = [("limit", "page size, 1 to 200 (default 50)"), ("offset", "rows to skip (default 0)")];
 
 /// The route table: every route of `/api/v1`, declared once.
 fn table() -> Vec<Entry> {
@@ -284,9 +283,11 @@ async fn guard(axum::extract::State(timeout): axum::extract::State<Duration>, re
                 .unwrap_or_default();
             ApiError::internal(format!("handler panicked: {what}")).into_response()
         }
-        Err(_) => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", format!("the request took longer than {timeout:?}"))
-                .into_response()
-        }
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            format!("the request took longer than {timeout:?}"),
+        )
+        .into_response(),
     }
 }

@@ -17,14 +17,20 @@ fn reason(code: u16) -> &'static str {
     match code {
         200 => "OK",
         201 => "Created",
-        400 => "Malformed JSON (malformed_json), an invalid field or query parameter (invalid_field, invalid_query): the message names it",
-        401 => "No valid Bearer token, a disabled account (unauthorized), wrong credentials (invalid_credentials), a bad webhook signature (invalid_signature)",
+        400 => {
+            "Malformed JSON (malformed_json), an invalid field or query parameter (invalid_field, invalid_query): the message names it"
+        }
+        401 => {
+            "No valid Bearer token, a disabled account (unauthorized), wrong credentials (invalid_credentials), a bad webhook signature (invalid_signature)"
+        }
         403 => "The role lacks the permission (forbidden); a worker and another worker's step",
         404 => "No such record in the caller's business (not_found), also for another business's ids",
         409 => "Conflicts with the record's state (conflict): completing a final sale, a duplicate",
         413 => "The body is over http.body_limit (payload_too_large)",
         415 => "The body is not Content-Type: application/json (unsupported_media_type)",
-        422 => "A business rule refused it: invalid_transition, quantity_exceeded (completed_qty over step_qty), step_not_planned, incomplete_quantity, step_completed, rule_refused",
+        422 => {
+            "A business rule refused it: invalid_transition, quantity_exceeded (completed_qty over step_qty), step_not_planned, incomplete_quantity, step_completed, rule_refused"
+        }
         _ => "",
     }
 }

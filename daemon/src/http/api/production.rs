@@ -23,12 +23,17 @@ pub struct ListQuery {
     offset: Option<i64>,
 }
 
-pub async fn list_orders(State(shared): State<Arc<Shared>>, caller: Caller, ApiQuery(q): ApiQuery<ListQuery>) -> ApiResult {
+pub async fn list_orders(
+    State(shared): State<Arc<Shared>>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult {
     let (limit, offset) = Page::resolve(q.limit, q.offset)?;
     let status = match q.status.as_deref() {
-        Some(s) => {
-            Some(StepStatus::parse(s).ok_or_else(|| ApiError::invalid("status", "expected pending, in_progress or completed"))?)
-        }
+        Some(s) => Some(
+            StepStatus::parse(s)
+                .ok_or_else(|| ApiError::invalid("status", "expected pending, in_progress or completed"))?,
+        ),
         None => None,
     };
     let filter = OrderFilter { status, sale_id: q.sale_id };
@@ -53,7 +58,11 @@ pub struct CreateBody {
     location_id: Option<i64>,
 }
 
-pub async fn create_order(State(shared): State<Arc<Shared>>, caller: Caller, ApiJson(b): ApiJson<CreateBody>) -> ApiResult {
+pub async fn create_order(
+    State(shared): State<Arc<Shared>>,
+    caller: Caller,
+    ApiJson(b): ApiJson<CreateBody>,
+) -> ApiResult {
     let new = NewOrder {
         sale_id: b.sale_id,
         steps: b.steps,
@@ -124,7 +133,11 @@ pub struct ReportQuery {
     to: Option<DateTime<Utc>>,
 }
 
-pub async fn cost_report(State(shared): State<Arc<Shared>>, caller: Caller, ApiQuery(q): ApiQuery<ReportQuery>) -> ApiResult {
+pub async fn cost_report(
+    State(shared): State<Arc<Shared>>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ReportQuery>,
+) -> ApiResult {
     let filter = CostFilter { order_id: q.order_id, step_type: q.step_type, from: q.from, to: q.to };
     let mut conn = shared.db.conn().await?;
     Ok(ok(reports::cost_report(&mut conn, caller.tenant, &filter).await?))

@@ -16,7 +16,11 @@ pub struct ListQuery {
     offset: Option<i64>,
 }
 
-pub async fn list_products(State(shared): State<Arc<Shared>>, caller: Caller, ApiQuery(q): ApiQuery<ListQuery>) -> ApiResult {
+pub async fn list_products(
+    State(shared): State<Arc<Shared>>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult {
     let (limit, offset) = Page::resolve(q.limit, q.offset)?;
     let mut conn = shared.db.conn().await?;
     let (rows, total) = products::list(&mut conn, caller.tenant, limit, offset).await?;
@@ -38,7 +42,11 @@ pub struct CreateBody {
     requires_production: bool,
 }
 
-pub async fn create_product(State(shared): State<Arc<Shared>>, caller: Caller, ApiJson(b): ApiJson<CreateBody>) -> ApiResult {
+pub async fn create_product(
+    State(shared): State<Arc<Shared>>,
+    caller: Caller,
+    ApiJson(b): ApiJson<CreateBody>,
+) -> ApiResult {
     let mut conn = shared.db.conn().await?;
     let new = NewProduct {
         name: b.name,

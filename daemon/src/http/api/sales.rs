@@ -26,7 +26,11 @@ pub struct ListQuery {
     offset: Option<i64>,
 }
 
-pub async fn list_sales(State(shared): State<Arc<Shared>>, caller: Caller, ApiQuery(q): ApiQuery<ListQuery>) -> ApiResult {
+pub async fn list_sales(
+    State(shared): State<Arc<Shared>>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult {
     let (limit, offset) = Page::resolve(q.limit, q.offset)?;
     let filter = SaleFilter {
         status: q.status.as_deref().map(parse_status).transpose()?,
@@ -77,7 +81,11 @@ pub struct CreateBody {
     lines: Vec<LineBody>,
 }
 
-pub async fn create_sale(State(shared): State<Arc<Shared>>, caller: Caller, ApiJson(b): ApiJson<CreateBody>) -> ApiResult {
+pub async fn create_sale(
+    State(shared): State<Arc<Shared>>,
+    caller: Caller,
+    ApiJson(b): ApiJson<CreateBody>,
+) -> ApiResult {
     let new = NewSale {
         status: b.status.as_deref().map(parse_status).transpose()?.unwrap_or(SaleStatus::Final),
         channel: b.channel.as_deref().map(parse_channel).transpose()?.unwrap_or(Channel::Mobile),

@@ -145,7 +145,11 @@ pub struct ConfigureBody {
 }
 
 /// `PUT /social/channels`: creates or updates the channel (type, account id).
-pub async fn configure(State(shared): State<Arc<Shared>>, caller: Caller, ApiJson(b): ApiJson<ConfigureBody>) -> ApiResult {
+pub async fn configure(
+    State(shared): State<Arc<Shared>>,
+    caller: Caller,
+    ApiJson(b): ApiJson<ConfigureBody>,
+) -> ApiResult {
     let cfg = ChannelConfig {
         channel_type: b.channel_type,
         account_id: b.account_id,
@@ -192,7 +196,11 @@ pub struct LeadsQuery {
     offset: Option<i64>,
 }
 
-pub async fn list_leads(State(shared): State<Arc<Shared>>, caller: Caller, ApiQuery(q): ApiQuery<LeadsQuery>) -> ApiResult {
+pub async fn list_leads(
+    State(shared): State<Arc<Shared>>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<LeadsQuery>,
+) -> ApiResult {
     let (limit, offset) = Page::resolve(q.limit, q.offset)?;
     let mut conn = shared.db.conn().await?;
     let (rows, total) = social::list_leads(&mut conn, caller.tenant, limit, offset).await?;

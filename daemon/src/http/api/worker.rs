@@ -60,7 +60,11 @@ pub struct ListQuery {
     include_completed: bool,
 }
 
-pub async fn my_steps(State(shared): State<Arc<Shared>>, caller: Caller, ApiQuery(q): ApiQuery<ListQuery>) -> ApiResult {
+pub async fn my_steps(
+    State(shared): State<Arc<Shared>>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult {
     let mut conn = shared.db.conn().await?;
     let steps = production::steps_assigned_to(&mut conn, caller.tenant, caller.user_id(), q.include_completed).await?;
     Ok(list(steps.into_iter().map(WorkerStep::from).collect(), None))
