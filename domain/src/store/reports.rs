@@ -57,6 +57,9 @@ pub struct CostReport {
     pub order_count: usize,
 }
 
+/// id, order_no, sale_id, status, total cost, final price, currency.
+type OrderRow = (i64, String, Option<i64>, String, i64, i64, String);
+
 pub async fn cost_report(conn: &mut Conn, tenant: Tenant, filter: &CostFilter) -> Result<CostReport, StoreError> {
     let business = tenancy::business(conn, tenant).await?;
     let currency: Currency = business.currency.parse()?;
@@ -76,7 +79,7 @@ pub async fn cost_report(conn: &mut Conn, tenant: Tenant, filter: &CostFilter) -
             .select(production_steps::order_id);
         q = q.filter(production_orders::id.eq_any(with_type));
     }
-    let orders: Vec<(i64, String, Option<i64>, String, i64, i64, String)> = q
+    let orders: Vec<OrderRow> = q
         .order((production_orders::created_at.asc(), production_orders::id.asc()))
         .limit(MAX_REPORT_ORDERS)
         .select((

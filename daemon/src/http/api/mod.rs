@@ -242,7 +242,7 @@ pub fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
         })
         .layer(DefaultBodyLimit::max(http.body_limit))
         .layer(from_fn_with_state(http.request_timeout, guard))
-        .layer(from_fn(|req, next| request_id(req, next)))
+        .layer(from_fn(request_id))
 }
 
 /// A request's id: the caller's `x-request-id` when it is a UUID, else a new one.

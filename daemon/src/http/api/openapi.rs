@@ -38,7 +38,7 @@ fn reason(code: u16) -> &'static str {
 pub fn document(routes: &[RouteDoc]) -> Value {
     let mut paths = serde_json::Map::new();
     for r in routes {
-        let path = paths.entry(format!("{}", r.path)).or_insert_with(|| json!({}));
+        let path = paths.entry(r.path.to_string()).or_insert_with(|| json!({}));
         path[r.method.to_lowercase()] = operation(r);
     }
     json!({
