@@ -58,6 +58,9 @@ pub enum Command {
     /// Dead letters: what failed, why, and putting it back to work.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Staff accounts of the apps' API (the first admin of a new studio included).
+    #[command(subcommand)]
+    Users(UsersCommand),
     /// Print a shell completion script: `atelier completions bash > /etc/bash_completion.d/atelier`.
     Completions {
         #[arg(value_enum)]
@@ -168,5 +171,43 @@ pub enum DlqCommand {
     Purge {
         #[command(flatten)]
         select: DlqSelect,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Create a staff account; with --business-name, create its studio too (the first admin).
+    /// The password is read from a prompt (no echo) or, with --password-stdin, from stdin: never an argument.
+    Create {
+        #[arg(long)]
+        email: String,
+        /// The person's name (default: the part of the email before '@').
+        #[arg(long)]
+        name: Option<String>,
+        /// admin, manager, cashier, production_worker or auditor.
+        #[arg(long)]
+        role: String,
+        /// The studio the account belongs to.
+        #[arg(long, conflicts_with = "business_name", required_unless_present = "business_name")]
+        business_id: Option<i64>,
+        /// Create a new studio with this name and put the account in it.
+        #[arg(long)]
+        business_name: Option<String>,
+        /// The new studio's currency (ISO 4217).
+        #[arg(long, default_value = "USD", requires = "business_name")]
+        currency: String,
+        /// Read the password from the first line of stdin (for scripts).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List staff accounts (of one studio, or of all).
+    List {
+        #[arg(long)]
+        business_id: Option<i64>,
+    },
+    /// Disable an account: it can no longer log in and its tokens stop working at once.
+    Disable {
+        #[arg(long)]
+        email: String,
     },
 }

@@ -53,6 +53,8 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// Event-processing metrics and broker state (`/metrics`, `/ready`).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The API's token signing keys (current + previous).
+    pub keys: http::api::auth::Keys,
 }
 
 /// A started daemon.
@@ -89,10 +91,17 @@ impl App {
                 tracing::info!(count = applied.len(), "database migrated");
             }
         }
+        let keys = http::api::auth::Keys::new(http::api::auth::load_keys(&config)?);
         let db = Db::new(url, settings.database.pool_size, settings.database.connect_timeout)?;
         db.ping().await?;
-        let shared =
-            Arc::new(Shared { config, db, roles, shutdown: CancellationToken::new(), metrics: Default::default() });
+        let shared = Arc::new(Shared {
+            config,
+            db,
+            roles,
+            shutdown: CancellationToken::new(),
+            metrics: Default::default(),
+            keys,
+        });
         let mut tasks = JoinSet::new();
         let mut http_addr = None;
         if roles.http {

@@ -701,12 +701,14 @@ async fn the_canary_records_each_ping_once() {
 async fn the_registry_builds_every_handler_from_the_configuration() {
     let t = TestDb::new().await;
     let config = common::test_config(&t, &[]);
+    let keys = atelier_daemon::http::api::auth::Keys::new(atelier_daemon::http::api::auth::load_keys(&config).unwrap());
     let shared = Arc::new(Shared {
         config,
         db: t.db().clone(),
         roles: Roles { http: false, events: true },
         shutdown: Default::default(),
         metrics: Default::default(),
+        keys,
     });
     let all = handlers::all(&shared);
     let names: Vec<_> = all.iter().map(|h| h.name()).collect();

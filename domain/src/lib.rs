@@ -8,6 +8,7 @@
 //! - [`bus`]: RabbitMQ: topology, connection, confirmed publishing, headers;
 //! - [`config`] and [`secrets`]: environments and the secrets they name.
 
+pub mod auth;
 pub mod bus;
 pub mod config;
 pub mod events;

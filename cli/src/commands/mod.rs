@@ -5,6 +5,7 @@ mod env;
 mod migrate;
 mod replay;
 mod topology;
+mod users;
 
 use crate::cli::{Args, Command};
 use crate::context::Context;
@@ -23,5 +24,6 @@ pub async fn run(args: Args) -> Result<Code, Failure> {
         Command::Dlq(cmd) => dlq::run(cmd, &Context::load(&args.global, out)?).await,
         Command::Migrate(cmd) => migrate::run(cmd, &Context::load(&args.global, out)?).await,
         Command::Topology(cmd) => topology::run(cmd, &Context::load(&args.global, out)?).await,
+        Command::Users(cmd) => users::run(cmd, &Context::load(&args.global, out)?).await,
     }
 }

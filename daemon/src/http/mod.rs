@@ -21,7 +21,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/ready", get(ready))
         .route("/version", get(version))
         .route("/metrics", get(metrics))
-        .nest("/api/v1", api::router())
+        .nest("/api/v1", api::router(shared.clone()))
         .with_state(shared)
 }
 

@@ -10,3 +10,4 @@ pub mod permissions;
 pub mod production;
 pub mod sale;
 pub mod templates;
+pub mod webhook;

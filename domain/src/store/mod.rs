@@ -14,8 +14,10 @@ pub mod outbox;
 pub mod processing;
 pub mod production;
 pub mod products;
+pub mod reports;
 pub mod sales;
 pub mod schema;
+pub mod social;
 pub mod tenancy;
 
 use crate::config::DatabaseSettings;

@@ -566,3 +566,95 @@ pub async fn steps_assigned_to(
         .load(conn)
         .await?)
 }
+
+/// An order made by hand (no sale behind it, or a sale whose order the
+/// event processing has not created yet).
+#[derive(Debug, Clone, Default)]
+pub struct NewOrder {
+    /// Create the order of this final studio sale (exactly once per sale).
+    pub sale_id: Option<i64>,
+    /// Step names in order; the business's defaults when `None`.
+    pub steps: Option<Vec<String>>,
+    pub step_qty: Option<i32>,
+    /// The final price of an order without a sale.
+    pub final_price_minor: i64,
+    pub location_id: Option<i64>,
+}
+
+/// Creates an order by hand and raises `production.created`. With a sale, it
+/// is the sale's one order (a second attempt is a conflict); without, it is
+/// numbered `PO-M-<id>`.
+pub async fn create_manual(
+    conn: &mut Conn,
+    tenant: Tenant,
+    new: NewOrder,
+    origin: &Origin,
+) -> Result<OrderWithSteps, StoreError> {
+    if let Some(q) = new.step_qty
+        && q < 1
+    {
+        return Err(StoreError::invalid("step_qty", "must be at least 1"));
+    }
+    if let Some(names) = &new.steps
+        && (names.is_empty() || names.iter().any(|n| n.trim().is_empty() || n.len() > 100))
+    {
+        return Err(StoreError::invalid("steps", "give 1 or more names of 1 to 100 characters"));
+    }
+    if new.final_price_minor < 0 {
+        return Err(StoreError::invalid("final_price_minor", "must not be negative"));
+    }
+    if let Some(sale_id) = new.sale_id {
+        return match create_for_sale(conn, tenant, sale_id, origin).await {
+            Ok(ForSale::Created(o)) => Ok(o),
+            Ok(ForSale::AlreadyExists(id)) => {
+                Err(StoreError::Conflict(format!("the sale already has production order {id}")))
+            }
+            Ok(ForSale::NotNeeded) => {
+                Err(StoreError::invalid("sale_id", "none of the sale's products requires production"))
+            }
+            Err(StoreError::NotFound(_)) => Err(StoreError::invalid("sale_id", "no such sale")),
+            Err(e) => Err(e),
+        };
+    }
+    conn.transaction(async |conn| {
+        let business = super::tenancy::business(conn, tenant).await?;
+        let placeholder = format!("PO-M-{}", uuid::Uuid::now_v7().simple());
+        let order: Order = diesel::insert_into(production_orders::table)
+            .values((
+                production_orders::business_id.eq(tenant.business_id),
+                production_orders::location_id.eq(new.location_id),
+                production_orders::order_no.eq(&placeholder),
+                production_orders::final_price_minor.eq(new.final_price_minor),
+                production_orders::currency.eq(&business.currency),
+            ))
+            .returning(Order::as_returning())
+            .get_result(conn)
+            .await
+            .map_err(|e| match e {
+                diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::ForeignKeyViolation, _) => {
+                    StoreError::invalid("location_id", "no such location in this business")
+                }
+                other => other.into(),
+            })?;
+        let order: Order = diesel::update(production_orders::table.find(order.id))
+            .set(production_orders::order_no.eq(format!("PO-M-{}", order.id)))
+            .returning(Order::as_returning())
+            .get_result(conn)
+            .await?;
+        let names = match new.steps {
+            Some(n) => n.into_iter().map(|s| s.trim().to_owned()).collect(),
+            None => step_names(conn, tenant).await?,
+        };
+        let steps = insert_steps(conn, tenant, order.id, &names, new.step_qty).await?;
+        let event = Event::ProductionCreated(ProductionCreated {
+            order_id: order.id,
+            order_no: order.order_no.clone(),
+            sale_id: None,
+            invoice_no: None,
+            steps: names,
+        });
+        outbox::raise(conn, &event, Some(tenant.business_id), origin).await?;
+        Ok(OrderWithSteps { order, steps })
+    })
+    .await
+}

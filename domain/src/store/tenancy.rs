@@ -141,3 +141,8 @@ pub async fn set_user_active(conn: &mut Conn, tenant: Tenant, user_id: i64, acti
         .optional()?
         .ok_or(StoreError::NotFound("user"))
 }
+
+/// Every account of every business (operators' listing), by business then id.
+pub async fn list_all_users(conn: &mut Conn) -> Result<Vec<User>, StoreError> {
+    Ok(users::table.order((users::business_id.asc(), users::id.asc())).select(User::as_select()).load(conn).await?)
+}

@@ -1,0 +1,202 @@
+//! HTTP benchmark (run by `ci/bench.d/http`): atelierd on port 0 with its own
+//! database, and a load generator in the same process (its own runtime) that
+//! keeps 64 connections busy on `GET /health` (the bare baseline route),
+//! `GET /api/v1/worker/steps` and `POST /api/v1/sales`, then prints
+//! requests/s and p50/p99 latency for each. Bounded: a few seconds per route,
+//! loopback only. `BENCH_SECONDS` and `BENCH_CONNECTIONS` override the defaults.
+
+use atelier_daemon::app::{App, Roles};
+use atelier_domain::auth;
+use atelier_domain::config;
+use atelier_domain::rules::permissions::Role;
+use atelier_domain::store::tenancy::{self, NewUser};
+use atelier_domain::store::{Tenant, production, products};
+use atelier_domain::testing::TestDb;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Route {
+    name: &'static str,
+    method: reqwest::Method,
+    path: String,
+    token: Option<String>,
+    body: Option<String>,
+}
+
+struct Figures {
+    requests: usize,
+    errors: usize,
+    rps: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+async fn load(base: &str, route: &Route, connections: usize, seconds: u64) -> Figures {
+    let route =
+        Arc::new((route.method.clone(), format!("{base}{}", route.path), route.token.clone(), route.body.clone()));
+    let run = |deadline: Instant| {
+        let mut tasks = Vec::new();
+        for _ in 0..connections {
+            let route = route.clone();
+            tasks.push(tokio::spawn(async move {
+                let client = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
+                let (mut lat, mut errors) = (Vec::with_capacity(4096), 0usize);
+                while Instant::now() < deadline {
+                    let (m, url, token, body) = &*route;
+                    let mut req = client.request(m.clone(), url);
+                    if let Some(t) = token {
+                        req = req.bearer_auth(t);
+                    }
+                    if let Some(b) = body {
+                        req = req.header("content-type", "application/json").body(b.clone());
+                    }
+                    let start = Instant::now();
+                    match req.send().await {
+                        Ok(res) if res.status().is_success() => {
+                            let _ = res.bytes().await;
+                            lat.push(start.elapsed());
+                        }
+                        _ => errors += 1,
+                    }
+                }
+                (lat, errors)
+            }));
+        }
+        tasks
+    };
+    // Warm up (connections, pools, caches), then measure.
+    for t in run(Instant::now() + Duration::from_secs(1)) {
+        let _ = t.await;
+    }
+    let start = Instant::now();
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in run(start + Duration::from_secs(seconds)) {
+        let (l, e) = t.await.unwrap();
+        all.extend(l);
+        errors += e;
+    }
+    let elapsed = start.elapsed();
+    all.sort();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or_default()
+    };
+    Figures {
+        requests: all.len(),
+        errors,
+        rps: all.len() as f64 / elapsed.as_secs_f64(),
+        p50: pct(0.50),
+        p99: pct(0.99),
+    }
+}
+
+fn main() {
+    let connections = env_num("BENCH_CONNECTIONS", 64) as usize;
+    let seconds = env_num("BENCH_SECONDS", 5);
+    // The server: its own runtime and threads, as atelierd runs it.
+    let server_rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let (db, app) = server_rt.block_on(async {
+        let db = TestDb::new().await;
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../environments");
+        let vars = vec![
+            ("ATELIER__DATABASE__URL".to_owned(), format!("{:?}", db.url())),
+            ("ATELIER__DATABASE__POOL_SIZE".to_owned(), "16".to_owned()),
+            ("ATELIER__LOG__LEVEL".to_owned(), "error".to_owned()),
+        ];
+        let cfg = config::load_with(&dir, "test", &vars).expect("test configuration");
+        let app = App::start(cfg, Roles { http: true, events: false }).await.expect("atelierd starts");
+        (db, app)
+    });
+    let base = format!("http://{}", app.http_addr.unwrap());
+    let shared = app.shared.clone();
+    let (cashier, worker, product) = server_rt.block_on(async {
+        let mut conn = db.db().conn().await.unwrap();
+        let b = tenancy::create_business(&mut conn, "Bench", "USD".parse().unwrap()).await.unwrap();
+        let t = Tenant::new(b.id);
+        let hash = auth::hash_password("bench-password").unwrap();
+        let mk = async |conn: &mut _, email: &str, role| {
+            tenancy::create_user(conn, t, NewUser { email, name: email, password_hash: &hash, role, location_id: None })
+                .await
+                .unwrap()
+        };
+        let cashier = mk(&mut conn, "cashier@bench.example", Role::Cashier).await;
+        let worker = mk(&mut conn, "worker@bench.example", Role::ProductionWorker).await;
+        let p = products::create(
+            &mut conn,
+            t,
+            products::NewProduct { name: "Scarf".into(), unit_price_minor: 5000, ..Default::default() },
+        )
+        .await
+        .unwrap();
+        let origin = atelier_domain::events::Origin::new("bench");
+        for _ in 0..4 {
+            let o = production::create_manual(
+                &mut conn,
+                t,
+                production::NewOrder { step_qty: Some(3), ..Default::default() },
+                &origin,
+            )
+            .await
+            .unwrap();
+            for s in o.steps {
+                production::assign_step(&mut conn, t, s.id, Some(worker.id)).await.unwrap();
+            }
+        }
+        let token = |u: &tenancy::User| {
+            shared.keys.get().sign(&auth::Claims::new(
+                u.id,
+                t.business_id,
+                &u.role,
+                chrono::Utc::now(),
+                Duration::from_secs(3600),
+            ))
+        };
+        (token(&cashier), token(&worker), p.id)
+    });
+    let routes = [
+        Route {
+            name: "GET /health (baseline)",
+            method: reqwest::Method::GET,
+            path: "/health".into(),
+            token: None,
+            body: None,
+        },
+        Route {
+            name: "GET /api/v1/worker/steps",
+            method: reqwest::Method::GET,
+            path: "/api/v1/worker/steps".into(),
+            token: Some(worker),
+            body: None,
+        },
+        Route {
+            name: "POST /api/v1/sales",
+            method: reqwest::Method::POST,
+            path: "/api/v1/sales".into(),
+            token: Some(cashier),
+            body: Some(format!(r#"{{"channel":"walk_in","lines":[{{"product_id":{product},"quantity":2}}]}}"#)),
+        },
+    ];
+    let client_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    println!("HTTP benchmark: {connections} connections, {seconds}s per route after 1s warm-up, loopback, one process");
+    println!("{:<28} {:>10} {:>8} {:>10} {:>10} {:>10}", "route", "requests", "errors", "req/s", "p50 ms", "p99 ms");
+    for r in &routes {
+        let f = client_rt.block_on(load(&base, r, connections, seconds));
+        println!(
+            "{:<28} {:>10} {:>8} {:>10.0} {:>10.2} {:>10.2}",
+            r.name,
+            f.requests,
+            f.errors,
+            f.rps,
+            f.p50.as_secs_f64() * 1e3,
+            f.p99.as_secs_f64() * 1e3
+        );
+    }
+    println!("target: p99 < 25 ms for worker/steps and sales");
+    server_rt.block_on(async { app.stop().await.ok() });
+    drop(db);
+}

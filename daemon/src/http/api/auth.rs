@@ -1,0 +1,174 @@
+//! Authentication and authorization: the token key set (current + previous,
+//! swapped at run time), `POST /auth/login`, `GET /me`, and [`authorize`], the
+//! per-route layer that turns a Bearer token into a [`Caller`] and checks the
+//! one permission the route declared (401 without a valid token or for a
+//! disabled user, 403 without the permission).
+
+use super::error::{ApiError, ApiResult, ok};
+use super::extract::{ApiJson, Caller};
+use crate::app::{AppError, Shared};
+use atelier_domain::auth::{self, Claims, KeySet};
+use atelier_domain::config::Resolved;
+use atelier_domain::rules::permissions::{Permission, Role};
+use atelier_domain::secrets;
+use atelier_domain::store::{StoreError, Tenant, tenancy};
+use axum::extract::{Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::{Arc, RwLock};
+
+/// The signing keys in use; replaced whole when the secret is rotated.
+pub struct Keys(RwLock<Arc<KeySet>>);
+
+impl Keys {
+    pub fn new(set: KeySet) -> Self {
+        Keys(RwLock::new(Arc::new(set)))
+    }
+    pub fn get(&self) -> Arc<KeySet> {
+        self.0.read().map(|g| g.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+    /// Installs a new key set (a rotation): tokens of any key it lists stay valid.
+    pub fn replace(&self, set: KeySet) {
+        match self.0.write() {
+            Ok(mut g) => *g = Arc::new(set),
+            Err(p) => *p.into_inner() = Arc::new(set),
+        }
+    }
+}
+
+/// Environments that may run on a key generated at start.
+const EPHEMERAL_KEY_ENVS: [&str; 2] = ["dev", "test"];
+
+/// Reads the key set from the secret `auth.jwt_secret`. Without it, dev and
+/// test generate a key for this process (tokens die with it); anywhere else
+/// atelierd refuses to start.
+pub fn load_keys(config: &Resolved) -> Result<KeySet, AppError> {
+    let name = &config.settings.auth.jwt_secret;
+    let store = secrets::open(config.settings.secrets.backend);
+    match store.get(name)? {
+        Some(value) => KeySet::parse(value.expose())
+            .map_err(|e| AppError::Config(format!("secret '{name}' (auth.jwt_secret): {e}"))),
+        None if EPHEMERAL_KEY_ENVS.contains(&config.env.as_str()) => {
+            tracing::warn!(
+                secret = %name,
+                env = %config.env,
+                "no token signing key set: using a key generated for this process (tokens stop working at restart; dev and test only)"
+            );
+            Ok(KeySet::ephemeral())
+        }
+        None => Err(AppError::Config(format!(
+            "secret '{name}' (auth.jwt_secret) is not set: {}. Environment '{}' needs token signing keys (format kid:base64key[,kid:base64key], first is current)",
+            store.hint(name),
+            config.env
+        ))),
+    }
+}
+
+/// The per-route guard: authenticates the Bearer token, re-reads the user
+/// (a disabled user's tokens stop working at once), checks `need`.
+pub async fn authorize(
+    State((shared, need)): State<(Arc<Shared>, Option<Permission>)>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let header = req.headers().get(AUTHORIZATION).map(|h| h.to_str().map(str::to_owned).unwrap_or_default());
+    match caller(&shared, header, need).await {
+        Ok(c) => {
+            req.extensions_mut().insert(c);
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn caller(shared: &Shared, header: Option<String>, need: Option<Permission>) -> Result<Caller, ApiError> {
+    let header = header.ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <token>"))?;
+    let token = header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .map(str::trim)
+        .ok_or_else(|| ApiError::unauthorized("expected Authorization: Bearer <token>"))?;
+    let claims = shared
+        .keys
+        .get()
+        .verify(token, Utc::now())
+        .map_err(|e| ApiError::unauthorized(format!("invalid token: {e}")))?;
+    let mut conn = shared.db.conn().await?;
+    let user = match tenancy::user(&mut conn, Tenant::new(claims.bid), claims.sub).await {
+        Ok(u) => u,
+        Err(StoreError::NotFound(_)) => return Err(ApiError::unauthorized("invalid token: no such user")),
+        Err(e) => return Err(e.into()),
+    };
+    if !user.active {
+        return Err(ApiError::unauthorized("the account is disabled"));
+    }
+    let role = user.role().ok_or_else(|| ApiError::internal(format!("user {} has an unknown role", user.id)))?;
+    if let Some(p) = need
+        && !role.can(p)
+    {
+        return Err(ApiError::forbidden(format!("this needs the permission {p}, which the role {role} lacks")));
+    }
+    Ok(Caller { tenant: Tenant::new(user.business_id), role, user })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    email: String,
+    password: String,
+}
+
+/// `POST /auth/login`: email and password → a Bearer token.
+pub async fn login(State(shared): State<Arc<Shared>>, ApiJson(body): ApiJson<Login>) -> ApiResult {
+    if body.email.trim().is_empty() {
+        return Err(ApiError::invalid("email", "must not be empty"));
+    }
+    if body.password.is_empty() || body.password.len() > 1024 {
+        return Err(ApiError::invalid("password", "must be 1 to 1024 characters"));
+    }
+    let mut conn = shared.db.conn().await?;
+    let user = tenancy::user_by_email(&mut conn, &body.email).await?;
+    drop(conn);
+    let hash = user.as_ref().map(|u| u.password_hash.clone()).unwrap_or_else(|| auth::dummy_hash().to_owned());
+    let password = body.password;
+    let matches = tokio::task::spawn_blocking(move || auth::verify_password(&password, &hash))
+        .await
+        .map_err(ApiError::internal)?;
+    let wrong =
+        || ApiError::new(axum::http::StatusCode::UNAUTHORIZED, "invalid_credentials", "wrong email or password");
+    let user = match user {
+        Some(u) if matches => u,
+        _ => return Err(wrong()),
+    };
+    if !user.active {
+        return Err(ApiError::unauthorized("the account is disabled"));
+    }
+    let lifetime = shared.config.settings.auth.token_lifetime;
+    let claims = Claims::new(user.id, user.business_id, &user.role, Utc::now(), lifetime);
+    let token = shared.keys.get().sign(&claims);
+    let expires_at = chrono::DateTime::from_timestamp(claims.exp, 0);
+    Ok(ok(json!({
+        "token": token,
+        "token_type": "Bearer",
+        "expires_at": expires_at,
+        "user": user,
+    })))
+}
+
+/// `GET /me`: who the caller is and what the apps should show it.
+pub async fn me(State(shared): State<Arc<Shared>>, caller: Caller) -> ApiResult {
+    let mut conn = shared.db.conn().await?;
+    let business = tenancy::business(&mut conn, caller.tenant).await?;
+    let role: Role = caller.role;
+    Ok(ok(json!({
+        "user": caller.user,
+        "role": role,
+        "business": business,
+        "permissions": role.permissions(),
+        "modules": role.modules(),
+    })))
+}

@@ -1,0 +1,114 @@
+//! The API's envelope and errors: every answer is `{"success": true, "data": ...}`
+//! (with `"count"` for lists) or `{"success": false, "error": {"code", "message"}}`
+//! with a stable code. Store and rule errors map here, in one place.
+
+use atelier_domain::rules::production::StepError;
+use atelier_domain::store::{RuleError, StoreError};
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::json;
+
+/// `{"success": true, "data": ...}`.
+pub fn ok<T: Serialize>(data: T) -> Response {
+    (StatusCode::OK, Json(json!({"success": true, "data": data}))).into_response()
+}
+
+/// 201 with the envelope.
+pub fn created<T: Serialize>(data: T) -> Response {
+    (StatusCode::CREATED, Json(json!({"success": true, "data": data}))).into_response()
+}
+
+/// A list: `{"success": true, "data": [...], "count": N}`; `total` is the
+/// number of matches before pagination, when the list is paginated.
+pub fn list<T: Serialize>(items: Vec<T>, total: Option<i64>) -> Response {
+    let count = items.len();
+    let mut body = json!({"success": true, "data": items, "count": count});
+    if let Some(t) = total {
+        body["total"] = json!(t);
+    }
+    (StatusCode::OK, Json(body)).into_response()
+}
+
+/// An error answer with a stable code.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+pub type ApiResult = Result<Response, ApiError>;
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into() }
+    }
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+    pub fn invalid(field: &str, message: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_field", format!("{field}: {message}"))
+    }
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+    /// A bug: logged here (inside the request's span, with its id), sent to
+    /// Sentry by the tracing layer when configured; the caller sees no detail.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error: reported with the request id")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"success": false, "error": {"code": self.code, "message": self.message}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+fn step_code(e: &StepError) -> (StatusCode, &'static str) {
+    match e {
+        StepError::NegativeQuantity | StepError::InvalidStepQty => (StatusCode::BAD_REQUEST, "invalid_field"),
+        // Refused by the step's state, not malformed: 422 (see README, "Error codes").
+        StepError::QuantityExceeded { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "quantity_exceeded"),
+        StepError::NotPlanned => (StatusCode::UNPROCESSABLE_ENTITY, "step_not_planned"),
+        StepError::BelowCompleted { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "rule_refused"),
+        StepError::InvalidTransition { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_transition"),
+        StepError::IncompleteQuantity { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "incomplete_quantity"),
+        StepError::AlreadyCompleted => (StatusCode::UNPROCESSABLE_ENTITY, "step_completed"),
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
+            StoreError::Forbidden(m) => ApiError::forbidden(m),
+            StoreError::Invalid { field, message } => ApiError::invalid(&field, message),
+            StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            StoreError::Refused(RuleError::Step(s)) => {
+                let (status, code) = step_code(&s);
+                ApiError::new(status, code, s.to_string())
+            }
+            StoreError::Refused(r) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "rule_refused", r.to_string()),
+            StoreError::Unavailable(m) => {
+                tracing::warn!(error = %m, "database unavailable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the database is unavailable: retry later",
+                )
+            }
+            StoreError::Database(e) => ApiError::internal(e),
+        }
+    }
+}

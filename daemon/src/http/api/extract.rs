@@ -1,0 +1,140 @@
+//! Extractors whose rejections speak the envelope: JSON bodies (400 malformed
+//! or invalid field, 413 over `http.body_limit`, 415 not JSON), query strings
+//! and path ids (400), pagination, and the authenticated [`Caller`] that the
+//! per-route permission layer (`auth::authorize`) leaves in the request.
+
+use super::error::ApiError;
+use atelier_domain::rules::permissions::Role;
+use atelier_domain::store::Tenant;
+use atelier_domain::store::tenancy::User;
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+/// A JSON body, with axum's rejections mapped into the envelope.
+pub struct ApiJson<T>(pub T);
+
+fn json_rejection(r: JsonRejection) -> ApiError {
+    match r {
+        JsonRejection::MissingJsonContentType(_) => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as JSON with Content-Type: application/json",
+        ),
+        JsonRejection::JsonSyntaxError(e) => ApiError::bad_request("malformed_json", clean(&e.body_text())),
+        JsonRejection::JsonDataError(e) => ApiError::bad_request("invalid_field", clean(&e.body_text())),
+        JsonRejection::BytesRejection(b) => bytes_rejection(b),
+        other => ApiError::bad_request("bad_request", other.body_text()),
+    }
+}
+
+pub fn bytes_rejection(b: BytesRejection) -> ApiError {
+    if b.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the body is larger than the limit")
+    } else {
+        ApiError::bad_request("bad_request", "cannot read the body")
+    }
+}
+
+/// axum's messages start with what failed ("Failed to deserialize the JSON
+/// body into the target type: "); keep the part that names the field.
+fn clean(text: &str) -> String {
+    let t = text.rsplit_once("target type: ").map(|(_, r)| r).unwrap_or(text);
+    let t = t.strip_prefix("Failed to parse the request body as JSON: ").unwrap_or(t);
+    t.chars().take(300).collect()
+}
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(ApiJson(v)),
+            Err(r) => Err(json_rejection(r)),
+        }
+    }
+}
+
+/// A query string; a malformed or invalid parameter is a 400 naming it.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(q) => Ok(ApiQuery(q.0)),
+            Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
+                let t = e.body_text();
+                let t = t.strip_prefix("Failed to deserialize query string: ").unwrap_or(&t);
+                Err(ApiError::bad_request("invalid_query", t.chars().take(300).collect::<String>()))
+            }
+            Err(other) => Err(ApiError::bad_request("invalid_query", other.body_text())),
+        }
+    }
+}
+
+/// A numeric id in the path.
+pub struct Id(pub i64);
+
+impl<S: Send + Sync> FromRequestParts<S> for Id {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<i64>::from_request_parts(parts, state).await {
+            Ok(p) => Ok(Id(p.0)),
+            Err(PathRejection::FailedToDeserializePathParams(_)) => Err(ApiError::invalid("id", "must be an integer")),
+            Err(other) => Err(ApiError::bad_request("bad_request", other.body_text())),
+        }
+    }
+}
+
+/// `limit` (1..=200, default 50) and `offset` (>= 0, default 0).
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct Page {
+    pub limit: Option<i64>,
+    pub offset: Option<i64>,
+}
+
+pub const MAX_LIMIT: i64 = 200;
+pub const DEFAULT_LIMIT: i64 = 50;
+
+impl Page {
+    pub fn resolve(limit: Option<i64>, offset: Option<i64>) -> Result<(i64, i64), ApiError> {
+        let limit = limit.unwrap_or(DEFAULT_LIMIT);
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(ApiError::invalid("limit", format!("must be 1 to {MAX_LIMIT}")));
+        }
+        let offset = offset.unwrap_or(0);
+        if offset < 0 {
+            return Err(ApiError::invalid("offset", "must not be negative"));
+        }
+        Ok((limit, offset))
+    }
+}
+
+/// The authenticated caller: its user (active, re-read at each request), role
+/// and business. The business comes only from here, never from a request.
+#[derive(Clone)]
+pub struct Caller {
+    pub user: User,
+    pub role: Role,
+    pub tenant: Tenant,
+}
+
+impl Caller {
+    pub fn user_id(&self) -> i64 {
+        self.user.id
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| ApiError::internal("a handler that needs a caller is routed without the auth layer"))
+    }
+}
