@@ -155,15 +155,15 @@ mod replay_tests {
             ATTEMPT: 3, ERROR: "503", ERROR_KIND: "provider_5xx", DEAD_LETTER_ID: "k", FIRST_FAILED_AT: "2026-01-01T00:00:00Z",
             "x-death": [{"count": 1}], "x-first-death-queue": "q", "x-correlation": "c-1"
         });
-        let h = for_replay(&stored, "r-1", "ops");
-        let h = Some(&h);
+        let table = for_replay(&stored, "r-1", "ops");
+        let h = Some(&table);
         assert_eq!(get_u32(h, ATTEMPT), Some(0));
         assert_eq!(get_str(h, REPLAY_ID).as_deref(), Some("r-1"));
         assert_eq!(get_str(h, REPLAYED_BY).as_deref(), Some("ops"));
         assert_eq!(get_str(h, "x-correlation").as_deref(), Some("c-1"));
         assert_eq!(get_str(h, FIRST_FAILED_AT).as_deref(), Some("2026-01-01T00:00:00Z"));
         for gone in [ERROR, ERROR_KIND, DEAD_LETTER_ID, "x-death", "x-first-death-queue"] {
-            assert!(h.unwrap().inner().get(gone).is_none(), "{gone} kept");
+            assert!(table.inner().get(gone).is_none(), "{gone} kept");
         }
     }
 }
