@@ -306,16 +306,20 @@ pub struct Actor {
     pub own_steps_only: bool,
 }
 
-/// Locks a step of the tenant for a change, checking the actor may touch it.
-async fn lock_step(conn: &mut Conn, tenant: Tenant, step_id: i64, actor: Option<Actor>) -> Result<Step, StoreError> {
-    let step = production_steps::table
+/// A step of the tenant, checked against the actor (a worker: only its own),
+/// locked for update when `lock`.
+async fn find_step(
+    conn: &mut Conn,
+    tenant: Tenant,
+    step_id: i64,
+    actor: Option<Actor>,
+    lock: bool,
+) -> Result<Step, StoreError> {
+    let scope = production_steps::table
         .filter(production_steps::business_id.eq(tenant.business_id).and(production_steps::id.eq(step_id)))
-        .select(Step::as_select())
-        .for_update()
-        .first(conn)
-        .await
-        .optional()?
-        .ok_or(StoreError::NotFound("production step"))?;
+        .select(Step::as_select());
+    let step = if lock { scope.for_update().first(conn).await } else { scope.first(conn).await };
+    let step = step.optional()?.ok_or(StoreError::NotFound("production step"))?;
     if let Some(a) = actor
         && a.own_steps_only
         && step.assigned_user_id != Some(a.user_id)
@@ -323,6 +327,11 @@ async fn lock_step(conn: &mut Conn, tenant: Tenant, step_id: i64, actor: Option<
         return Err(StoreError::Forbidden("this step is assigned to someone else".into()));
     }
     Ok(step)
+}
+
+/// Locks a step of the tenant for a change, checking the actor may touch it.
+async fn lock_step(conn: &mut Conn, tenant: Tenant, step_id: i64, actor: Option<Actor>) -> Result<Step, StoreError> {
+    find_step(conn, tenant, step_id, actor, true).await
 }
 
 /// A worker's progress: `completed_qty` units done.
@@ -530,20 +539,7 @@ pub async fn assign_step(
 
 /// A step of the tenant, checked against the actor.
 pub async fn step(conn: &mut Conn, tenant: Tenant, step_id: i64, actor: Option<Actor>) -> Result<Step, StoreError> {
-    let step = production_steps::table
-        .filter(production_steps::business_id.eq(tenant.business_id).and(production_steps::id.eq(step_id)))
-        .select(Step::as_select())
-        .first(conn)
-        .await
-        .optional()?
-        .ok_or(StoreError::NotFound("production step"))?;
-    if let Some(a) = actor
-        && a.own_steps_only
-        && step.assigned_user_id != Some(a.user_id)
-    {
-        return Err(StoreError::Forbidden("this step is assigned to someone else".into()));
-    }
-    Ok(step)
+    find_step(conn, tenant, step_id, actor, false).await
 }
 
 /// The steps assigned to `user_id`; completed ones only when asked for.

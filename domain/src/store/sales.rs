@@ -146,6 +146,36 @@ async fn price_lines(
     Ok(Priced { lines: priced, total })
 }
 
+/// Writes a sale's priced lines, numbered from 1.
+async fn insert_lines(
+    conn: &mut Conn,
+    tenant: Tenant,
+    sale_id: i64,
+    priced: &Priced,
+) -> Result<Vec<SaleLine>, StoreError> {
+    let rows: Vec<_> = priced
+        .lines
+        .iter()
+        .enumerate()
+        .map(|(i, (l, unit, _))| {
+            (
+                sale_lines::business_id.eq(tenant.business_id),
+                sale_lines::sale_id.eq(sale_id),
+                sale_lines::line_no.eq(i as i32 + 1),
+                sale_lines::product_id.eq(l.product_id),
+                sale_lines::quantity.eq(l.quantity),
+                sale_lines::unit_price_minor.eq(*unit),
+                sale_lines::line_total_minor.eq(*unit * i64::from(l.quantity)),
+            )
+        })
+        .collect();
+    Ok(diesel::insert_into(sale_lines::table)
+        .values(rows)
+        .returning(SaleLine::as_returning())
+        .get_results(conn)
+        .await?)
+}
+
 /// The next invoice number of the business for `now`'s month.
 async fn next_invoice_no(conn: &mut Conn, tenant: Tenant, now: DateTime<Utc>) -> Result<String, StoreError> {
     let period = sale::invoice_period(now.year(), now.month());
@@ -208,27 +238,7 @@ pub async fn create(
             .get_result(conn)
             .await
             .map_err(|e| foreign_key_to_invalid(e, "location_id"))?;
-        let rows: Vec<_> = priced
-            .lines
-            .iter()
-            .enumerate()
-            .map(|(i, (l, unit, _))| {
-                (
-                    sale_lines::business_id.eq(tenant.business_id),
-                    sale_lines::sale_id.eq(sale.id),
-                    sale_lines::line_no.eq(i as i32 + 1),
-                    sale_lines::product_id.eq(l.product_id),
-                    sale_lines::quantity.eq(l.quantity),
-                    sale_lines::unit_price_minor.eq(*unit),
-                    sale_lines::line_total_minor.eq(*unit * i64::from(l.quantity)),
-                )
-            })
-            .collect();
-        let lines: Vec<SaleLine> = diesel::insert_into(sale_lines::table)
-            .values(rows)
-            .returning(SaleLine::as_returning())
-            .get_results(conn)
-            .await?;
+        let lines = insert_lines(conn, tenant, sale.id, &priced).await?;
         let with_lines = SaleWithLines { sale, lines };
         if new.status == SaleStatus::Final {
             raise_sale_created(conn, &with_lines, origin).await?;
@@ -402,23 +412,7 @@ pub async fn update_draft(
         if let Some(lines) = lines {
             let priced = price_lines(conn, tenant, currency, lines).await?;
             diesel::delete(sale_lines::table.filter(sale_lines::sale_id.eq(id))).execute(conn).await?;
-            let rows: Vec<_> = priced
-                .lines
-                .iter()
-                .enumerate()
-                .map(|(i, (l, unit, _))| {
-                    (
-                        sale_lines::business_id.eq(tenant.business_id),
-                        sale_lines::sale_id.eq(id),
-                        sale_lines::line_no.eq(i as i32 + 1),
-                        sale_lines::product_id.eq(l.product_id),
-                        sale_lines::quantity.eq(l.quantity),
-                        sale_lines::unit_price_minor.eq(*unit),
-                        sale_lines::line_total_minor.eq(*unit * i64::from(l.quantity)),
-                    )
-                })
-                .collect();
-            diesel::insert_into(sale_lines::table).values(rows).execute(conn).await?;
+            insert_lines(conn, tenant, id, &priced).await?;
             diesel::update(sales::table.find(id)).set(sales::total_minor.eq(priced.total.minor)).execute(conn).await?;
         }
         if let Some(notes) = notes {
