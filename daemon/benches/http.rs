@@ -1,7 +1,9 @@
 //! HTTP benchmark (run by `ci/bench.d/http`): atelierd on port 0 with its own
 //! database, and a load generator in the same process (its own runtime) that
 //! keeps 64 connections busy on `GET /health` (the bare baseline route),
-//! `GET /api/v1/worker/steps` and `POST /api/v1/sales`, then prints
+//! `GET /api/v1/worker/steps` and `POST /api/v1/sales` (all on one studio, then
+//! spread over `BENCH_BUSINESSES` studios: a studio's sales serialize on its
+//! gapless invoice numbering), then prints
 //! requests/s and p50/p99 latency for each. Bounded: a few seconds per route,
 //! loopback only. `BENCH_SECONDS` and `BENCH_CONNECTIONS` override the defaults.
 
@@ -20,8 +22,8 @@ struct Route {
     name: &'static str,
     method: reqwest::Method,
     path: String,
-    token: Option<String>,
-    body: Option<String>,
+    /// (token, body) per caller; connection i uses caller i mod len.
+    callers: Vec<(Option<String>, Option<String>)>,
 }
 
 struct Figures {
@@ -37,12 +39,11 @@ fn env_num(name: &str, default: u64) -> u64 {
 }
 
 async fn load(base: &str, route: &Route, connections: usize, seconds: u64) -> Figures {
-    let route =
-        Arc::new((route.method.clone(), format!("{base}{}", route.path), route.token.clone(), route.body.clone()));
     let run = |deadline: Instant| {
         let mut tasks = Vec::new();
-        for _ in 0..connections {
-            let route = route.clone();
+        for i in 0..connections {
+            let (token, body) = route.callers[i % route.callers.len()].clone();
+            let route = Arc::new((route.method.clone(), format!("{base}{}", route.path), token, body));
             tasks.push(tokio::spawn(async move {
                 let client = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
                 let (mut lat, mut errors) = (Vec::with_capacity(4096), 0usize);
@@ -114,80 +115,112 @@ fn main() {
     });
     let base = format!("http://{}", app.http_addr.unwrap());
     let shared = app.shared.clone();
-    let (cashier, worker, product) = server_rt.block_on(async {
+    let businesses = env_num("BENCH_BUSINESSES", 16) as usize;
+    let (cashiers, worker) = server_rt.block_on(async {
         let mut conn = db.db().conn().await.unwrap();
-        let b = tenancy::create_business(&mut conn, "Bench", "USD".parse().unwrap()).await.unwrap();
-        let t = Tenant::new(b.id);
         let hash = auth::hash_password("bench-password").unwrap();
-        let mk = async |conn: &mut _, email: &str, role| {
-            tenancy::create_user(conn, t, NewUser { email, name: email, password_hash: &hash, role, location_id: None })
-                .await
-                .unwrap()
-        };
-        let cashier = mk(&mut conn, "cashier@bench.example", Role::Cashier).await;
-        let worker = mk(&mut conn, "worker@bench.example", Role::ProductionWorker).await;
-        let p = products::create(
-            &mut conn,
-            t,
-            products::NewProduct { name: "Scarf".into(), unit_price_minor: 5000, ..Default::default() },
-        )
-        .await
-        .unwrap();
         let origin = atelier_domain::events::Origin::new("bench");
-        for _ in 0..4 {
-            let o = production::create_manual(
+        let mut cashiers = Vec::new();
+        let mut worker_token = None;
+        for n in 0..businesses {
+            let b = tenancy::create_business(&mut conn, &format!("Bench {n}"), "USD".parse().unwrap()).await.unwrap();
+            let t = Tenant::new(b.id);
+            let token = |u: &tenancy::User| {
+                let claims =
+                    auth::Claims::new(u.id, t.business_id, &u.role, chrono::Utc::now(), Duration::from_secs(3600));
+                shared.keys.get().sign(&claims)
+            };
+            let cashier = tenancy::create_user(
                 &mut conn,
                 t,
-                production::NewOrder { step_qty: Some(3), ..Default::default() },
-                &origin,
+                NewUser {
+                    email: &format!("cashier{n}@bench.example"),
+                    name: "cashier",
+                    password_hash: &hash,
+                    role: Role::Cashier,
+                    location_id: None,
+                },
             )
             .await
             .unwrap();
-            for s in o.steps {
-                production::assign_step(&mut conn, t, s.id, Some(worker.id)).await.unwrap();
+            let p = products::create(
+                &mut conn,
+                t,
+                products::NewProduct { name: "Scarf".into(), unit_price_minor: 5000, ..Default::default() },
+            )
+            .await
+            .unwrap();
+            cashiers.push((
+                Some(token(&cashier)),
+                Some(format!(r#"{{"channel":"walk_in","lines":[{{"product_id":{},"quantity":2}}]}}"#, p.id)),
+            ));
+            if n == 0 {
+                let worker = tenancy::create_user(
+                    &mut conn,
+                    t,
+                    NewUser {
+                        email: "worker@bench.example",
+                        name: "worker",
+                        password_hash: &hash,
+                        role: Role::ProductionWorker,
+                        location_id: None,
+                    },
+                )
+                .await
+                .unwrap();
+                for _ in 0..4 {
+                    let o = production::create_manual(
+                        &mut conn,
+                        t,
+                        production::NewOrder { step_qty: Some(3), ..Default::default() },
+                        &origin,
+                    )
+                    .await
+                    .unwrap();
+                    for s in o.steps {
+                        production::assign_step(&mut conn, t, s.id, Some(worker.id)).await.unwrap();
+                    }
+                }
+                worker_token = Some(token(&worker));
             }
         }
-        let token = |u: &tenancy::User| {
-            shared.keys.get().sign(&auth::Claims::new(
-                u.id,
-                t.business_id,
-                &u.role,
-                chrono::Utc::now(),
-                Duration::from_secs(3600),
-            ))
-        };
-        (token(&cashier), token(&worker), p.id)
+        (cashiers, worker_token.unwrap())
     });
     let routes = [
         Route {
             name: "GET /health (baseline)",
             method: reqwest::Method::GET,
             path: "/health".into(),
-            token: None,
-            body: None,
+            callers: vec![(None, None)],
         },
         Route {
             name: "GET /api/v1/worker/steps",
             method: reqwest::Method::GET,
             path: "/api/v1/worker/steps".into(),
-            token: Some(worker),
-            body: None,
+            callers: vec![(Some(worker), None)],
         },
         Route {
-            name: "POST /api/v1/sales",
+            name: "POST /api/v1/sales (1 studio)",
             method: reqwest::Method::POST,
             path: "/api/v1/sales".into(),
-            token: Some(cashier),
-            body: Some(format!(r#"{{"channel":"walk_in","lines":[{{"product_id":{product},"quantity":2}}]}}"#)),
+            callers: vec![cashiers[0].clone()],
+        },
+        Route {
+            name: "POST /api/v1/sales (N studios)",
+            method: reqwest::Method::POST,
+            path: "/api/v1/sales".into(),
+            callers: cashiers.clone(),
         },
     ];
     let client_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    println!("HTTP benchmark: {connections} connections, {seconds}s per route after 1s warm-up, loopback, one process");
-    println!("{:<28} {:>10} {:>8} {:>10} {:>10} {:>10}", "route", "requests", "errors", "req/s", "p50 ms", "p99 ms");
+    println!(
+        "HTTP benchmark: {connections} connections, {seconds}s per route after 1s warm-up, loopback, one process; N = {businesses} studios"
+    );
+    println!("{:<32} {:>10} {:>8} {:>10} {:>10} {:>10}", "route", "requests", "errors", "req/s", "p50 ms", "p99 ms");
     for r in &routes {
         let f = client_rt.block_on(load(&base, r, connections, seconds));
         println!(
-            "{:<28} {:>10} {:>8} {:>10.0} {:>10.2} {:>10.2}",
+            "{:<32} {:>10} {:>8} {:>10.0} {:>10.2} {:>10.2}",
             r.name,
             f.requests,
             f.errors,

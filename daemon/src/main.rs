@@ -11,7 +11,9 @@ use std::process::ExitCode;
 const AFTER_HELP: &str = "\
 Today atelierd loads its configuration, connects to PostgreSQL, migrates the
 database at start where the environment allows it (dev: database.auto_migrate),
-and serves /health, /ready and /version on http.bind. Elsewhere run
+and serves /health, /ready, /version and the staff API (/api/v1, OpenAPI at
+/api/v1/openapi.json) on http.bind. Outside dev and test the token signing keys
+(secret auth.jwt_secret) must be set. Elsewhere run
 `atelier migrate run` before starting it: /ready reports pending migrations.
 
 Exit codes: 0 stopped cleanly, 1 failed while running, 3 configuration invalid,

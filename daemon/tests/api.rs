@@ -585,3 +585,34 @@ async fn the_openapi_document_covers_every_route() {
     }
     f.app.stop().await;
 }
+
+#[test]
+fn signing_keys_are_required_outside_dev_and_test() {
+    use atelier_daemon::http::api::auth::load_keys;
+    let dir = common::environments();
+    let test = atelier_domain::config::load_with(&dir, "test", &[]).unwrap();
+    assert!(load_keys(&test).unwrap().ephemeral);
+    let staging = atelier_domain::config::load_with(
+        &dir,
+        "staging",
+        &[("ATELIER__AUTH__JWT_SECRET".into(), "surely_unset_jwt_key".into())],
+    )
+    .unwrap();
+    let err = load_keys(&staging).unwrap_err();
+    assert_eq!(err.exit_code(), 3);
+    let msg = err.to_string();
+    assert!(msg.contains("ATELIER_SECRET_SURELY_UNSET_JWT_KEY") && msg.contains("staging"), "{msg}");
+}
+
+#[tokio::test]
+async fn a_request_over_the_timeout_is_answered_503_in_the_envelope() {
+    let mut app = common::spawn_app_with(
+        atelier_daemon::app::Roles { http: true, events: false },
+        &[("ATELIER__HTTP__REQUEST_TIMEOUT", "1ms")],
+    )
+    .await;
+    // Login verifies an argon2 hash (tens of milliseconds) even for an unknown email.
+    let (s, v) = login(&app, "nobody@example.com", "a password").await;
+    assert_eq!((s, v["error"]["code"].as_str()), (503, Some("timeout")), "{v}");
+    app.stop().await;
+}

@@ -209,7 +209,13 @@ pub struct Db {
 impl Db {
     /// Builds the pool. Connections open lazily; [`Db::ping`] checks the server.
     pub fn new(url: DatabaseUrl, pool_size: usize, connect_timeout: Duration) -> Result<Db, StoreError> {
-        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url.expose());
+        // Recycle without a `SELECT 1` per checkout (the default `Verified`
+        // costs a round trip on every API request, twice with the auth guard): a
+        // connection that broke fails its first query as `Unavailable` and is
+        // dropped by the pool (`is_broken`).
+        let mut config = diesel_async::pooled_connection::ManagerConfig::default();
+        config.recycling_method = diesel_async::pooled_connection::RecyclingMethod::Fast;
+        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url.expose(), config);
         let pool =
             Pool::builder(manager).max_size(pool_size).build().map_err(|e| StoreError::Unavailable(e.to_string()))?;
         Ok(Db { pool, url, connect_timeout })
