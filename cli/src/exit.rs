@@ -10,7 +10,6 @@ pub enum Code {
     /// The command failed (the message says why).
     Failure = 1,
     /// The command line is wrong (clap's own code).
-    #[allow(dead_code)]
     Usage = 2,
     /// The configuration is invalid, or a secret it names is missing.
     Config = 3,
