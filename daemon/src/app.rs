@@ -91,13 +91,8 @@ impl App {
         }
         let db = Db::new(url, settings.database.pool_size, settings.database.connect_timeout)?;
         db.ping().await?;
-        let shared = Arc::new(Shared {
-            config,
-            db,
-            roles,
-            shutdown: CancellationToken::new(),
-            metrics: Default::default(),
-        });
+        let shared =
+            Arc::new(Shared { config, db, roles, shutdown: CancellationToken::new(), metrics: Default::default() });
         let mut tasks = JoinSet::new();
         let mut http_addr = None;
         if roles.http {

@@ -80,9 +80,7 @@ impl Metrics {
             ("succeeded", "Deliveries handled and acked", |s| s.succeeded.load(Relaxed)),
             ("retried", "Deliveries sent to a delayed-retry level", |s| s.retried.load(Relaxed)),
             ("dead_lettered", "Deliveries dead-lettered", |s| s.dead_lettered.load(Relaxed)),
-            ("transient_failures", "Deliveries returned because a dependency was down", |s| {
-                s.transient.load(Relaxed)
-            }),
+            ("transient_failures", "Deliveries returned because a dependency was down", |s| s.transient.load(Relaxed)),
         ];
         for (name, help, pick) in counters {
             let _ = writeln!(out, "# HELP atelier_events_{name}_total {help}.");
@@ -122,7 +120,12 @@ impl Metrics {
                 "Outbox rows published and confirmed",
                 i64::try_from(self.outbox_published.load(Relaxed)).unwrap_or(i64::MAX),
             ),
-            ("atelier_broker_connected", "gauge", "1 when connected to RabbitMQ", self.broker_connected.load(Relaxed) as i64),
+            (
+                "atelier_broker_connected",
+                "gauge",
+                "1 when connected to RabbitMQ",
+                self.broker_connected.load(Relaxed) as i64,
+            ),
             (
                 "atelier_consumers_running",
                 "gauge",

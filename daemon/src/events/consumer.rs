@@ -71,7 +71,12 @@ pub async fn run(
     channel.basic_qos(settings.amqp.prefetch, BasicQosOptions::default()).await.map_err(|e| e.to_string())?;
     let tag = format!("atelierd-{}-{}", handler.name(), uuid::Uuid::now_v7().simple());
     let mut consumer = channel
-        .basic_consume(queue.as_str().into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            queue.as_str().into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await
         .map_err(|e| format!("consuming {queue}: {e}"))?;
     let _running = Running::new(shared.metrics.clone());
@@ -212,10 +217,9 @@ impl Work {
         let timeout = self.shared.config.settings.amqp.publish_timeout;
         let policy = self.shared.config.settings.retry_for(self.handler.name());
         let settle = match settle {
-            Settle::Retry { kind, reason } if attempt >= policy.max_retries => Settle::Dead {
-                kind,
-                reason: format!("{reason} (after {} attempts)", attempt + 1),
-            },
+            Settle::Retry { kind, reason } if attempt >= policy.max_retries => {
+                Settle::Dead { kind, reason: format!("{reason} (after {} attempts)", attempt + 1) }
+            }
             other => other,
         };
         match settle {

@@ -34,7 +34,12 @@ pub async fn run(
     channel.basic_qos(settings.amqp.prefetch, BasicQosOptions::default()).await.map_err(|e| e.to_string())?;
     let tag = format!("atelierd-dlq-{}", uuid::Uuid::now_v7().simple());
     let mut consumer = channel
-        .basic_consume(queue.as_str().into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            queue.as_str().into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await
         .map_err(|e| format!("consuming {queue}: {e}"))?;
     let _running = Running::new(shared.metrics.clone());

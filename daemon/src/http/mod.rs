@@ -69,10 +69,7 @@ async fn ready(State(shared): State<Arc<Shared>>) -> Response {
         let (running, expected) = (m.consumers_running.load(Relaxed), m.consumers_expected.load(Relaxed));
         ok &= connected && running >= expected;
         checks.insert("broker".into(), json!({"ok": connected}));
-        checks.insert(
-            "consumers".into(),
-            json!({"ok": running >= expected, "running": running, "expected": expected}),
-        );
+        checks.insert("consumers".into(), json!({"ok": running >= expected, "running": running, "expected": expected}));
     }
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(json!({"status": if ok { "ready" } else { "not_ready" }, "checks": checks}))).into_response()
