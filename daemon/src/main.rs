@@ -9,9 +9,12 @@ use clap::{Parser, ValueEnum};
 use std::process::ExitCode;
 
 const AFTER_HELP: &str = "\
-Today atelierd loads its configuration, connects to PostgreSQL, migrates the
+atelierd loads its configuration, connects to PostgreSQL, migrates the
 database at start where the environment allows it (dev: database.auto_migrate),
-and serves /health, /ready and /version on http.bind. Elsewhere run
+serves /health, /ready, /version and /metrics on http.bind (role http), and
+processes events (role events): declares the RabbitMQ topology of
+amqp.namespace, relays the outbox, runs one consumer per handler with delayed
+retries and dead-lettering, and ingests dead letters. Elsewhere run
 `atelier migrate run` before starting it: /ready reports pending migrations.
 
 Exit codes: 0 stopped cleanly, 1 failed while running, 3 configuration invalid,
