@@ -95,7 +95,10 @@ impl Metrics {
                 let _ = writeln!(out, "atelier_events_{name}_total{{handler=\"{h}\",event_type=\"{t}\"}} {}", pick(s));
             }
         }
-        let _ = writeln!(out, "# HELP atelier_event_handling_seconds Time from delivery to ack, per handler and type.");
+        let _ = writeln!(
+            out,
+            "# HELP atelier_event_handling_seconds Time from delivery to a durable outcome (ack queued), per handler and type."
+        );
         let _ = writeln!(out, "# TYPE atelier_event_handling_seconds histogram");
         for ((h, t), s) in &map {
             let labels = format!("handler=\"{h}\",event_type=\"{t}\"");
