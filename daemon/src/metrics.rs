@@ -159,6 +159,20 @@ impl Metrics {
     }
 }
 
+impl Series {
+    /// The latency below which a share `q` (0..1) of observations fall: the
+    /// upper bound of the bucket holding that quantile (None: no data or above
+    /// the last bucket).
+    pub fn quantile_bound(&self, q: f64) -> Option<f64> {
+        let count = self.count.load(Relaxed);
+        if count == 0 {
+            return None;
+        }
+        let rank = (q * count as f64).ceil() as u64;
+        BUCKETS.iter().zip(&self.buckets).find(|(_, b)| b.load(Relaxed) >= rank).map(|(le, _)| *le)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,19 +191,5 @@ mod tests {
         assert!(text.contains("le=\"+Inf\"} 2"), "{text}");
         assert!(text.contains("atelier_dead_letters{status=\"dead\"} 4"));
         assert_eq!(m.total("production", |s| s.consumed.load(Relaxed)), 2);
-    }
-}
-
-impl Series {
-    /// The latency below which a share `q` (0..1) of observations fall: the
-    /// upper bound of the bucket holding that quantile (None: no data or above
-    /// the last bucket).
-    pub fn quantile_bound(&self, q: f64) -> Option<f64> {
-        let count = self.count.load(Relaxed);
-        if count == 0 {
-            return None;
-        }
-        let rank = (q * count as f64).ceil() as u64;
-        BUCKETS.iter().zip(&self.buckets).find(|(_, b)| b.load(Relaxed) >= rank).map(|(le, _)| *le)
     }
 }
