@@ -123,10 +123,11 @@ async fn an_always_failing_handler_yields_one_dead_letter_after_all_retries() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_json_and_an_unknown_version_are_dead_lettered_at_once_with_their_reason() {
+async fn malformed_json_an_unknown_version_and_an_oversized_body_are_dead_lettered_at_once_with_their_reason() {
     let db = TestDb::new().await;
     let ns = namespace();
-    let vars = overrides(&ns);
+    let mut vars = overrides(&ns);
+    vars.push(("ATELIER__AMQP__MAX_MESSAGE_BYTES".into(), "4096".into()));
     let s = settings(&db, &vars);
     let probe = Probe::new(db.db(), Script::Apply);
     let app = start(&db, &vars, vec![probe.clone()]).await;
@@ -147,10 +148,18 @@ async fn malformed_json_and_an_unknown_version_are_dead_lettered_at_once_with_th
     env.version = 9;
     let props = event_properties(&env.id.to_string(), "system.ping");
     publish_confirmed(&ch, &topo.events_exchange(), "system.ping", &env.encode(), props, t).await.unwrap();
-    eventually(LONG, "two dead letters", || async {
-        scalar(db.db(), "SELECT count(*) AS n FROM dead_letters").await == 2
+    let big_id = uuid::Uuid::now_v7();
+    let props = event_properties(&big_id.to_string(), "system.ping");
+    publish_confirmed(&ch, &topo.events_exchange(), "system.ping", &[b' '; 5000], props, t).await.unwrap();
+    eventually(LONG, "three dead letters", || async {
+        scalar(db.db(), "SELECT count(*) AS n FROM dead_letters").await == 3
     })
     .await;
+    let big = format!(
+        "SELECT count(*) AS n FROM dead_letters WHERE event_id = '{big_id}' AND error_kind = 'too_large' \
+         AND last_error LIKE '%5000 bytes is over the limit of 4096%'"
+    );
+    assert_eq!(scalar(db.db(), &big).await, 1);
     let malformed = format!(
         "SELECT count(*) AS n FROM dead_letters WHERE event_id = '{bad_id}' AND error_kind = 'malformed' \
          AND attempts = 1 AND last_error LIKE 'malformed envelope%' AND body = '\\x7b6e6f74206a736f6e'::bytea"
