@@ -9,11 +9,14 @@ use clap::{Parser, ValueEnum};
 use std::process::ExitCode;
 
 const AFTER_HELP: &str = "\
-Today atelierd loads its configuration, connects to PostgreSQL, migrates the
+atelierd loads its configuration, connects to PostgreSQL, migrates the
 database at start where the environment allows it (dev: database.auto_migrate),
-and serves /health, /ready, /version and the staff API (/api/v1, OpenAPI at
-/api/v1/openapi.json) on http.bind. Outside dev and test the token signing keys
-(secret auth.jwt_secret) must be set. Elsewhere run
+serves /health, /ready, /version, /metrics and the staff API (/api/v1, OpenAPI
+at /api/v1/openapi.json) on http.bind (role http), and processes events (role
+events): declares the RabbitMQ topology of amqp.namespace, relays the outbox,
+runs one consumer per handler with delayed retries and dead-lettering, and
+ingests dead letters. Outside dev and test the token signing keys (secret
+auth.jwt_secret) must be set. Elsewhere run
 `atelier migrate run` before starting it: /ready reports pending migrations.
 
 Exit codes: 0 stopped cleanly, 1 failed while running, 3 configuration invalid,

@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Upper bounds (seconds) of the handling-latency histogram's buckets.
-const BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+const BUCKETS: [f64; 15] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
 /// The counters of one (handler, event type).
 #[derive(Default)]
@@ -42,7 +43,8 @@ impl Series {
 
 #[derive(Default)]
 pub struct Metrics {
-    series: Mutex<BTreeMap<(String, String), Arc<Series>>>,
+    /// handler → event type → series (nested so a lookup allocates nothing).
+    series: Mutex<BTreeMap<String, BTreeMap<String, Arc<Series>>>>,
     pub outbox_backlog: AtomicI64,
     /// Age of the oldest unpublished outbox row, in milliseconds (0 when none).
     pub outbox_lag_ms: AtomicI64,
@@ -57,25 +59,29 @@ impl Metrics {
     /// The series of (handler, event type), created on first use.
     pub fn series(&self, handler: &str, event_type: &str) -> Arc<Series> {
         let mut map = self.series.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(s) = map.get(&(handler.to_owned(), event_type.to_owned())) {
+        if let Some(s) = map.get(handler).and_then(|m| m.get(event_type)) {
             return s.clone();
         }
         let s = Arc::new(Series::default());
-        map.insert((handler.to_owned(), event_type.to_owned()), s.clone());
+        map.entry(handler.to_owned()).or_default().insert(event_type.to_owned(), s.clone());
         s
     }
 
     /// Sum of one counter over every series of `handler` (tests, readiness).
     pub fn total(&self, handler: &str, pick: impl Fn(&Series) -> u64) -> u64 {
         let map = self.series.lock().unwrap_or_else(|p| p.into_inner());
-        map.iter().filter(|((h, _), _)| h == handler).map(|(_, s)| pick(s)).sum()
+        map.get(handler).map(|m| m.values().map(|s| pick(s)).sum()).unwrap_or(0)
     }
 
     /// The Prometheus text exposition; `dead_letters` are (status, count).
     pub fn render(&self, dead_letters: &[(String, i64)]) -> String {
         let mut out = String::new();
-        let map = self.series.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let counters: [(&str, &str, fn(&Series) -> u64); 5] = [
+        let map: Vec<((String, String), Arc<Series>)> = {
+            let m = self.series.lock().unwrap_or_else(|p| p.into_inner());
+            m.iter().flat_map(|(h, ts)| ts.iter().map(move |(t, s)| ((h.clone(), t.clone()), s.clone()))).collect()
+        };
+        type Pick = fn(&Series) -> u64;
+        let counters: [(&str, &str, Pick); 5] = [
             ("consumed", "Deliveries taken from a handler's queue", |s| s.consumed.load(Relaxed)),
             ("succeeded", "Deliveries handled and acked", |s| s.succeeded.load(Relaxed)),
             ("retried", "Deliveries sent to a delayed-retry level", |s| s.retried.load(Relaxed)),
@@ -89,7 +95,10 @@ impl Metrics {
                 let _ = writeln!(out, "atelier_events_{name}_total{{handler=\"{h}\",event_type=\"{t}\"}} {}", pick(s));
             }
         }
-        let _ = writeln!(out, "# HELP atelier_event_handling_seconds Time from delivery to ack, per handler and type.");
+        let _ = writeln!(
+            out,
+            "# HELP atelier_event_handling_seconds Time from delivery to a durable outcome (ack queued), per handler and type."
+        );
         let _ = writeln!(out, "# TYPE atelier_event_handling_seconds histogram");
         for ((h, t), s) in &map {
             let labels = format!("handler=\"{h}\",event_type=\"{t}\"");
@@ -147,6 +156,20 @@ impl Metrics {
             let _ = writeln!(out, "atelier_dead_letters{{status=\"{status}\"}} {n}");
         }
         out
+    }
+}
+
+impl Series {
+    /// The latency below which a share `q` (0..1) of observations fall: the
+    /// upper bound of the bucket holding that quantile (None: no data or above
+    /// the last bucket).
+    pub fn quantile_bound(&self, q: f64) -> Option<f64> {
+        let count = self.count.load(Relaxed);
+        if count == 0 {
+            return None;
+        }
+        let rank = (q * count as f64).ceil() as u64;
+        BUCKETS.iter().zip(&self.buckets).find(|(_, b)| b.load(Relaxed) >= rank).map(|(le, _)| *le)
     }
 }
 

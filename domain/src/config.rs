@@ -82,6 +82,10 @@ pub struct AmqpSettings {
     /// The outbox relay's poll interval (it also wakes on NOTIFY atelier_outbox).
     #[serde(default = "default_outbox_poll", with = "humantime_serde")]
     pub outbox_poll: Duration,
+    /// Whether this process runs the outbox relay (several may; each takes
+    /// other rows).
+    #[serde(default = "default_relay")]
+    pub relay: bool,
     /// Outbox rows published per batch.
     #[serde(default = "default_outbox_batch")]
     pub outbox_batch: i64,
@@ -104,6 +108,9 @@ fn default_outbox_poll() -> Duration {
 }
 fn default_outbox_batch() -> i64 {
     256
+}
+fn default_relay() -> bool {
+    true
 }
 fn default_jitter() -> f64 {
     0.2

@@ -2,7 +2,8 @@
 //! decodes the envelope, calls the handler, and settles each delivery only
 //! once its outcome is durable (DESIGN.md, "Failure classes"):
 //!
-//! - Ok → ack (the effects committed in the handler's transaction);
+//! - Ok → ack (the effects committed in the handler's transaction; acks
+//!   are coalesced into `multiple` acks, see [`Acks`]);
 //! - Retryable → a copy with `x-atelier-attempt` + 1 to the retry queue of
 //!   the next level, confirmed by the broker, then ack; after `max_retries`,
 //!   dead-letter;
@@ -57,6 +58,85 @@ impl Drop for Running {
     }
 }
 
+/// Coalesces acks: a settled delivery is acked by one `multiple` ack of the
+/// highest settled tag below every delivery still in flight, sent by one
+/// task; under load one ack frame covers many deliveries, when idle each is
+/// acked at once. A delivery is marked settled only once its outcome is
+/// durable, so the guarantee is unchanged.
+#[derive(Default)]
+struct AckState {
+    in_flight: std::collections::BTreeSet<u64>,
+    settled: std::collections::BTreeMap<u64, lapin::Acker>,
+}
+
+pub(crate) struct Acks {
+    state: std::sync::Mutex<AckState>,
+    wake: tokio::sync::Notify,
+}
+
+impl Acks {
+    fn new() -> Arc<Acks> {
+        Arc::new(Acks { state: Default::default(), wake: tokio::sync::Notify::new() })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, AckState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn received(&self, tag: u64) {
+        self.lock().in_flight.insert(tag);
+    }
+
+    /// The outcome is durable: ack it (soon).
+    fn settle(&self, tag: u64, acker: lapin::Acker) {
+        let mut st = self.lock();
+        st.in_flight.remove(&tag);
+        st.settled.insert(tag, acker);
+        drop(st);
+        self.wake.notify_one();
+    }
+
+    /// Returned with a nack (or never to be acked here).
+    fn forget(&self, tag: u64) {
+        self.lock().in_flight.remove(&tag);
+        self.wake.notify_one();
+    }
+
+    /// The acker covering every settled delivery below the lowest in flight.
+    fn take_ackable(&self) -> Option<(lapin::Acker, usize)> {
+        let mut st = self.lock();
+        let low = st.in_flight.first().copied().unwrap_or(u64::MAX);
+        let keep = st.settled.split_off(&low);
+        let ackable = std::mem::replace(&mut st.settled, keep);
+        let n = ackable.len();
+        ackable.into_iter().next_back().map(|(_, a)| (a, n))
+    }
+
+    /// Sends the acks until `done` fires and nothing ackable is left.
+    async fn run(self: Arc<Self>, done: CancellationToken, timeout: Duration) {
+        loop {
+            while let Some((acker, n)) = self.take_ackable() {
+                let ack = acker.ack(BasicAckOptions { multiple: true });
+                match tokio::time::timeout(timeout, ack).await {
+                    Ok(Ok(true)) => {}
+                    other => tracing::warn!(
+                        deliveries = n,
+                        outcome = ?other.map(|r| r.map_err(|e| e.to_string())),
+                        "ack not sent (channel closed?); the broker will redeliver and the handler dedupes"
+                    ),
+                }
+            }
+            if done.is_cancelled() {
+                return;
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = done.cancelled() => {}
+            }
+        }
+    }
+}
+
 /// Consumes the handler's queue until `stop` fires (Ok) or the channel or
 /// stream fails (Err: the supervisor reconnects).
 pub async fn run(
@@ -83,6 +163,9 @@ pub async fn run(
     let permits = Arc::new(Semaphore::new(settings.amqp.concurrency));
     let paused = Arc::new(AtomicBool::new(false));
     let mut inflight = JoinSet::new();
+    let acks = Acks::new();
+    let acks_done = CancellationToken::new();
+    let acker = tokio::spawn(acks.clone().run(acks_done.clone(), settings.amqp.publish_timeout));
     let outcome = loop {
         while inflight.try_join_next().is_some() {}
         if paused.load(Relaxed) {
@@ -102,14 +185,18 @@ pub async fn run(
             _ = stop.cancelled() => break Ok(()),
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
+                    acks.received(delivery.delivery_tag);
                     let work = Work {
                         shared: shared.clone(),
                         topology: topology.clone(),
                         handler: handler.clone(),
                         channel: channel.clone(),
                         paused: paused.clone(),
+                        acks: acks.clone(),
                     };
                     inflight.spawn(async move {
+                        // Even if the handler panics, the tag must not hold back later acks.
+                        let _forget = Forget(work.acks.clone(), delivery.delivery_tag);
                         work.process(delivery).await;
                         drop(permit);
                     });
@@ -127,7 +214,18 @@ pub async fn run(
         .await;
     }
     while inflight.join_next().await.is_some() {}
+    acks_done.cancel();
+    let _ = acker.await;
     outcome
+}
+
+/// Drops a delivery from the in-flight set when its task ends, however it ends.
+struct Forget(Arc<Acks>, u64);
+
+impl Drop for Forget {
+    fn drop(&mut self) {
+        self.0.forget(self.1);
+    }
 }
 
 /// What one delivery needs.
@@ -137,6 +235,7 @@ struct Work {
     handler: Arc<dyn Handler>,
     channel: Channel,
     paused: Arc<AtomicBool>,
+    acks: Arc<Acks>,
 }
 
 /// How a delivery ends.
@@ -224,15 +323,15 @@ impl Work {
         };
         match settle {
             Settle::Ack => {
-                if ack(&delivery, timeout).await {
-                    series.succeeded.fetch_add(1, Relaxed);
-                }
+                series.succeeded.fetch_add(1, Relaxed);
+                self.acks.settle(delivery.delivery_tag, delivery.acker);
             }
             Settle::Requeue(reason) => {
                 series.transient.fetch_add(1, Relaxed);
                 tracing::warn!(%reason, "a dependency is down: returning the delivery and pausing");
                 self.paused.store(true, Relaxed);
                 nack(&delivery, timeout).await;
+                self.acks.forget(delivery.delivery_tag);
             }
             Settle::Retry { kind, reason } => {
                 let level = attempt + 1;
@@ -251,13 +350,13 @@ impl Work {
                 match publish_confirmed(&self.channel, "", &queue, &delivery.data, props, timeout).await {
                     Ok(()) => {
                         tracing::info!(kind, %reason, level, delay_ms = expiration, "retry scheduled");
-                        if ack(&delivery, timeout).await {
-                            series.retried.fetch_add(1, Relaxed);
-                        }
+                        series.retried.fetch_add(1, Relaxed);
+                        self.acks.settle(delivery.delivery_tag, delivery.acker);
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "could not schedule the retry; returning the delivery");
                         nack(&delivery, timeout).await;
+                        self.acks.forget(delivery.delivery_tag);
                     }
                 }
             }
@@ -276,13 +375,13 @@ impl Work {
                     Ok(()) => {
                         tracing::warn!(kind, %reason, dead_letter_id = %id, "dead-lettered");
                         report_to_sentry(self.handler.name(), event_type, &delivery, kind);
-                        if ack(&delivery, timeout).await {
-                            series.dead_lettered.fetch_add(1, Relaxed);
-                        }
+                        series.dead_lettered.fetch_add(1, Relaxed);
+                        self.acks.settle(delivery.delivery_tag, delivery.acker);
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "could not dead-letter; returning the delivery");
                         nack(&delivery, timeout).await;
+                        self.acks.forget(delivery.delivery_tag);
                     }
                 }
             }

@@ -9,8 +9,8 @@ use crate::app::Shared;
 use crate::events::consumer::{Running, ack, nack};
 use atelier_domain::bus::Topology;
 use atelier_domain::bus::headers::{self as h, get_str, get_u32};
-use atelier_domain::store::StoreError;
 use atelier_domain::store::schema::dead_letters as dl;
+use atelier_domain::store::{StoreError, dlq};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -100,25 +100,20 @@ async fn ingest(shared: &Shared, delivery: &Delivery) -> Result<(), StoreError> 
     let first = time(headers, h::FIRST_FAILED_AT).unwrap_or(now);
     let last = time(headers, h::LAST_FAILED_AT).unwrap_or(now);
     let mut conn = shared.db.conn().await?;
-    diesel::insert_into(dl::table)
-        .values((
-            dl::dead_letter_key.eq(key),
-            dl::handler.eq(&handler),
-            dl::event_id.eq(event_id),
-            dl::event_type.eq(event_type),
-            dl::body.eq(&delivery.data),
-            dl::headers.eq(h::to_json(headers)),
-            dl::attempts.eq(i32::try_from(attempts).unwrap_or(i32::MAX)),
-            dl::first_failed_at.eq(first),
-            dl::last_failed_at.eq(last),
-            dl::last_error.eq(&error),
-            dl::error_kind.eq(&kind),
-            dl::fingerprint.eq(format!("{handler}:{kind}")),
-        ))
-        .on_conflict(dl::dead_letter_key)
-        .do_nothing()
-        .execute(&mut conn)
-        .await?;
+    let letter = dlq::NewDeadLetter {
+        dead_letter_key: key,
+        handler,
+        event_id,
+        event_type,
+        body: delivery.data.clone(),
+        headers: h::to_json(headers),
+        attempts: i32::try_from(attempts).unwrap_or(i32::MAX),
+        first_failed_at: first,
+        last_failed_at: last,
+        last_error: error,
+        error_kind: kind,
+    };
+    dlq::ingest(&mut conn, &letter).await?;
     Ok(())
 }
 

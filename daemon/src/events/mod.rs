@@ -69,7 +69,9 @@ async fn session(
 ) -> Result<(), String> {
     let settings = &shared.config.settings;
     let timeout = settings.amqp.publish_timeout;
-    let conn = bus::connect(url, "atelierd events", settings.amqp.connect_timeout).await.map_err(|e| e.to_string())?;
+    let conn = bus::connect(url, &format!("atelierd events {}", topology.ns), settings.amqp.connect_timeout)
+        .await
+        .map_err(|e| e.to_string())?;
     topology.apply(&conn, timeout).await.map_err(|e| format!("declaring the topology: {e}"))?;
     if !*first {
         shared.metrics.reconnects.fetch_add(1, Relaxed);
@@ -80,8 +82,10 @@ async fn session(
 
     let stop = shared.shutdown.child_token();
     let mut parts: JoinSet<Result<(), String>> = JoinSet::new();
-    let ch = bus::confirm_channel(&conn, timeout).await.map_err(|e| e.to_string())?;
-    parts.spawn(relay::run(shared.clone(), topology.clone(), ch, stop.clone()));
+    if settings.amqp.relay {
+        let ch = bus::confirm_channel(&conn, timeout).await.map_err(|e| e.to_string())?;
+        parts.spawn(relay::run(shared.clone(), topology.clone(), ch, stop.clone()));
+    }
     for h in handlers {
         let ch = bus::confirm_channel(&conn, timeout).await.map_err(|e| e.to_string())?;
         parts.spawn(consumer::run(shared.clone(), topology.clone(), h.clone(), ch, stop.clone()));

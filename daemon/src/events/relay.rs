@@ -104,7 +104,7 @@ async fn relay_batch(shared: &Shared, channel: &Channel, exchange: &str, batch: 
             .load(conn)
             .await?;
         if rows.is_empty() {
-            return Ok(0);
+            return Ok((0, None));
         }
         // Send the whole batch in order, then collect every confirm.
         let mut pending = Vec::with_capacity(rows.len());
@@ -146,10 +146,13 @@ async fn relay_batch(shared: &Shared, channel: &Channel, exchange: &str, batch: 
                 .await?;
         }
         // Commit what was confirmed; a broker failure then makes the supervisor reconnect.
-        Ok(sent.len() + failed.len())
+        Ok((sent.len() + failed.len(), first_error))
     })
     .await
-    .and_then(|n| if n == 0 { Ok(0) } else { Ok(n) })
+    .and_then(|(n, failed)| match failed {
+        Some(e) => Err(RelayError::Bus(e)),
+        None => Ok(n),
+    })
 }
 
 use atelier_domain::store::schema::outbox as outbox_cols;

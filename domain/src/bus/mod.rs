@@ -138,6 +138,7 @@ mod tests {
             max_message_bytes: 1024,
             connect_timeout: Duration::from_secs(1),
             outbox_poll: Duration::from_secs(1),
+            relay: true,
             outbox_batch: 1,
         };
         let url = AmqpUrl::resolve(&settings, &One).unwrap();

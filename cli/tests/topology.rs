@@ -1,0 +1,67 @@
+//! `atelier topology apply | verify` against the real RabbitMQ, in a
+//! namespace of its own that the test deletes at the end.
+
+use serde_json::Value;
+use std::process::{Command, Output};
+
+fn atelier(args: &[&str], vars: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_atelier"));
+    cmd.args(args)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .env_remove("ATELIER_ENV")
+        .stdin(std::process::Stdio::null());
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run atelier")
+}
+
+fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn delete_namespace(ns: &str) {
+    // Every queue and the two exchanges of the namespace.
+    let out = Command::new("rabbitmqctl").args(["list_queues", "-q", "name"]).output().expect("rabbitmqctl");
+    for q in String::from_utf8_lossy(&out.stdout).lines().filter(|q| q.starts_with(&format!("{ns}."))) {
+        let _ = Command::new("rabbitmqctl").args(["delete_queue", "-q", q]).output();
+    }
+    for x in ["events", "dead"] {
+        let expr = format!(
+            "rabbit_exchange:delete(rabbit_misc:r(<<\"/\">>, exchange, <<\"{ns}.{x}\">>), false, <<\"test\">>)."
+        );
+        let _ = Command::new("rabbitmqctl").args(["eval", &expr]).output();
+    }
+}
+
+#[test]
+fn verify_reports_drift_with_exit_5_until_apply() {
+    let ns = format!("t-cli-{}", std::process::id());
+    let vars = [("ATELIER__AMQP__NAMESPACE", ns.as_str())];
+    let out = atelier(&["--env", "test", "topology", "verify", "--output", "json"], &vars);
+    assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc = json(&out);
+    assert_eq!(doc["success"], false);
+    assert!(
+        doc["data"]["drift"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["drift"] == "missing" && d["name"] == format!("{ns}.events"))
+    );
+
+    let out = atelier(&["--env", "test", "topology", "apply", "--output", "json"], &vars);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = atelier(&["--env", "test", "topology", "verify", "--output", "json"], &vars);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(json(&out)["count"], 0);
+
+    // Other retry delays than the declared queues: drift, named with the argument.
+    let other = [("ATELIER__AMQP__NAMESPACE", ns.as_str()), ("ATELIER__RETRY__BASE_DELAY", "9s")];
+    let out = atelier(&["--env", "test", "topology", "verify"], &other);
+    assert_eq!(out.status.code(), Some(5));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("differs") && text.contains("x-message-ttl"), "{text}");
+    delete_namespace(&ns);
+}

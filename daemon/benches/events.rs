@@ -1,0 +1,315 @@
+//! The events benchmark: N events of about 1 KiB (`sale.created`) are
+//! published to a fresh namespace's handler queue, then consumed by
+//!
+//! - baseline: the fastest bare lapin consume-and-ack loop (same broker, same
+//!   prefetch, one multiple-ack per 16 deliveries, sent by another task);
+//! - the daemon with a no-op handler;
+//! - the daemon with a production-like handler (claim + an outbox row in one
+//!   transaction), concurrently (`amqp.concurrency`) and one at a time.
+//!
+//! Each consumer runs in a child process (this binary re-executed), so the
+//! peak RSS (VmHWM) is the consumer's alone. Prints a table.
+//! `ATELIER_BENCH_EVENTS` (default 100000) and `ATELIER_BENCH_DB_EVENTS`
+//! (default: the same) set the sizes.
+
+use atelier_daemon::app::{App, Roles};
+use atelier_daemon::events::handler::{Handler, HandlerError, Outcome};
+use atelier_domain::bus::publish::{await_confirm, event_properties, start_publish};
+use atelier_domain::bus::{self, AmqpUrl, Topology};
+use atelier_domain::config::{self, Settings};
+use atelier_domain::events::{Envelope, Event, EventType, Origin, ProductionCreated, SaleCreated, SaleLineData};
+use atelier_domain::secrets::EnvSecrets;
+use atelier_domain::store::{StoreError, outbox, processing};
+use diesel_async::AsyncConnection;
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+const CHILD: &str = "ATELIER_BENCH_CHILD";
+const HANDLER: &str = "bench";
+const TYPES: &[EventType] = &[EventType::SaleCreated];
+
+fn environments() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../environments")
+}
+
+fn env_n(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    match std::env::var(CHILD) {
+        Ok(role) => rt.block_on(child(&role)),
+        Err(_) => rt.block_on(parent()),
+    }
+}
+
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Figures {
+    events: u64,
+    events_per_s: f64,
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+    peak_rss_mib: f64,
+}
+
+struct Scenario {
+    name: &'static str,
+    role: &'static str,
+    concurrency: usize,
+    events: u64,
+}
+
+async fn parent() {
+    let n = env_n("ATELIER_BENCH_EVENTS", 100_000);
+    let n_db = env_n("ATELIER_BENCH_DB_EVENTS", n);
+    let db = atelier_domain::testing::TestDb::new().await;
+    let scenarios = [
+        Scenario { name: "baseline: bare lapin consume+ack", role: "baseline", concurrency: 1, events: n },
+        Scenario { name: "atelierd no-op handler", role: "noop", concurrency: 16, events: n },
+        Scenario { name: "atelierd production-like, concurrent (16)", role: "db", concurrency: 16, events: n_db },
+        Scenario { name: "atelierd production-like, one at a time", role: "db", concurrency: 1, events: n_db },
+    ];
+    let mut rows = Vec::new();
+    for sc in &scenarios {
+        let ns = format!("bench-{}", uuid::Uuid::now_v7().simple());
+        let vars = vec![
+            ("ATELIER__DATABASE__URL".to_owned(), format!("{:?}", db.url())),
+            ("ATELIER__AMQP__NAMESPACE".to_owned(), ns.clone()),
+        ];
+        let settings = config::load_with(&environments(), "test", &vars).expect("config").settings;
+        let topology = Topology::new(&settings, &[(HANDLER, TYPES)]);
+        let conn = connect(&settings).await;
+        topology.apply(&conn, Duration::from_secs(10)).await.expect("topology");
+        eprintln!("{}: publishing {} events...", sc.name, sc.events);
+        prefill(&conn, &topology, sc.events).await;
+        let out = std::process::Command::new(std::env::current_exe().expect("exe"))
+            .env(CHILD, sc.role)
+            .env("ATELIER_CONFIG_DIR", environments())
+            .env("ATELIER__DATABASE__URL", format!("{:?}", db.url()))
+            .env("ATELIER__DATABASE__POOL_SIZE", sc.concurrency.max(2).to_string())
+            .env("ATELIER__AMQP__NAMESPACE", &ns)
+            .env("ATELIER__AMQP__CONCURRENCY", sc.concurrency.to_string())
+            .env("ATELIER__AMQP__RELAY", "false")
+            .env("ATELIER_BENCH_N", sc.events.to_string())
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .expect("child runs");
+        let figures: Figures = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{}: child failed ({e}): {}", sc.name, String::from_utf8_lossy(&out.stdout)));
+        topology.delete(&conn, Duration::from_secs(30)).await.expect("delete topology");
+        let _ = conn.close(200, "OK".into()).await;
+        rows.push((sc.name, figures));
+    }
+    let base = rows[0].1.events_per_s;
+    let prefetch = config::load_with(&environments(), "test", &[]).expect("config").settings.amqp.prefetch;
+    println!(
+        "events of ~1 KiB, prefetch {prefetch}; latency = delivery to durable outcome, ack queued (histogram bucket bound)"
+    );
+    println!(
+        "{:<44} {:>8} {:>10} {:>9} {:>9} {:>9} {:>8}",
+        "scenario", "events", "events/s", "% base", "p50 ms", "p99 ms", "RSS MiB"
+    );
+    for (name, f) in &rows {
+        let ms = |v: Option<f64>| v.map(|v| format!("≤{v}")).unwrap_or_else(|| "-".into());
+        println!(
+            "{:<44} {:>8} {:>10.0} {:>8.1}% {:>9} {:>9} {:>8.1}",
+            name,
+            f.events,
+            f.events_per_s,
+            100.0 * f.events_per_s / base,
+            ms(f.p50_ms),
+            ms(f.p99_ms),
+            f.peak_rss_mib
+        );
+    }
+    println!("targets: no-op ≥ 90% of baseline; peak RSS < 64 MiB; concurrent DB faster than one at a time");
+}
+
+async fn connect(settings: &Settings) -> lapin::Connection {
+    let url = AmqpUrl::resolve(&settings.amqp, &EnvSecrets).expect("amqp url");
+    bus::connect(&url, "atelier bench", Duration::from_secs(10)).await.expect("RabbitMQ")
+}
+
+/// One ~1 KiB sale.created envelope.
+fn envelope(i: u64) -> Envelope {
+    let lines = (0..9)
+        .map(|k| SaleLineData { product_id: k, quantity: 1, unit_price_minor: 1250, requires_production: k == 0 })
+        .collect();
+    let ev = Event::SaleCreated(SaleCreated {
+        sale_id: i as i64,
+        invoice_no: format!("INV-202611-{i:06}"),
+        customer_id: Some(7),
+        location_id: Some(1),
+        channel: "walk_in".into(),
+        total_minor: 11250,
+        currency: "USD".into(),
+        lines,
+    });
+    Envelope::new(&ev, Some(1), &Origin::new("bench"), chrono::Utc::now())
+}
+
+async fn prefill(conn: &lapin::Connection, topology: &Topology, n: u64) {
+    let t = Duration::from_secs(30);
+    let ch = bus::confirm_channel(conn, t).await.expect("channel");
+    let exchange = topology.events_exchange();
+    let mut i = 0;
+    while i < n {
+        let mut pending = Vec::new();
+        for _ in 0..1000.min(n - i) {
+            let env = envelope(i);
+            let props = event_properties(&env.id.to_string(), &env.event_type);
+            pending
+                .push(start_publish(&ch, &exchange, "sale.created", &env.encode(), props, t).await.expect("publish"));
+            i += 1;
+        }
+        for c in pending {
+            await_confirm(c, &exchange, "sale.created", t).await.expect("confirm");
+        }
+    }
+    if i > 0 {
+        eprintln!("  body size: {} bytes", envelope(0).encode().len());
+    }
+}
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+struct Bench {
+    db_effects: bool,
+    first: OnceLock<Instant>,
+    handled: AtomicU64,
+    db: atelier_domain::store::Db,
+}
+
+impl Handler for Bench {
+    fn name(&self) -> &'static str {
+        HANDLER
+    }
+
+    fn event_types(&self) -> &'static [EventType] {
+        TYPES
+    }
+
+    fn handle<'a>(&'a self, envelope: &'a Envelope, event: &'a Event) -> BoxFuture<'a, Result<Outcome, HandlerError>> {
+        Box::pin(async move {
+            self.first.get_or_init(Instant::now);
+            let outcome = if self.db_effects {
+                let Event::SaleCreated(sale) = event else { return Ok(Outcome::Ignored) };
+                let mut conn = self.db.conn().await?;
+                let origin = Origin::caused_by("bench", envelope);
+                let id = envelope.id;
+                conn.transaction::<_, StoreError, _>(async |c| {
+                    if !processing::claim(c, HANDLER, id).await? {
+                        return Ok(Outcome::Duplicate);
+                    }
+                    let created = Event::ProductionCreated(ProductionCreated {
+                        order_id: sale.sale_id,
+                        order_no: format!("PO-{}", sale.invoice_no),
+                        sale_id: Some(sale.sale_id),
+                        invoice_no: Some(sale.invoice_no.clone()),
+                        steps: vec!["Dyeing".into(), "Handwork".into(), "Stitching".into()],
+                    });
+                    outbox::raise(c, &created, envelope.business_id, &origin).await?;
+                    Ok(Outcome::Applied)
+                })
+                .await?
+            } else {
+                Outcome::Applied
+            };
+            self.handled.fetch_add(1, Relaxed);
+            Ok(outcome)
+        })
+    }
+}
+
+async fn child(role: &str) {
+    let n = env_n("ATELIER_BENCH_N", 100_000);
+    let resolved = config::load(&environments(), "test").expect("config");
+    let figures = if role == "baseline" {
+        baseline(&resolved.settings, n).await
+    } else {
+        daemon(resolved, role == "db", n).await
+    };
+    println!("{}", serde_json::to_string(&figures).expect("json"));
+}
+
+async fn baseline(settings: &Settings, n: u64) -> Figures {
+    use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+    let conn = connect(settings).await;
+    let ch = conn.create_channel().await.expect("channel");
+    ch.basic_qos(settings.amqp.prefetch, BasicQosOptions::default()).await.expect("qos");
+    let topology = Topology::new(settings, &[(HANDLER, TYPES)]);
+    let mut consumer = ch
+        .basic_consume(
+            topology.handler_queue(HANDLER).as_str().into(),
+            "baseline".into(),
+            BasicConsumeOptions::default(),
+            Default::default(),
+        )
+        .await
+        .expect("consume");
+    let mut first = None;
+    let mut got = 0;
+    // One multiple-ack per 16 deliveries, sent in order by another task: the
+    // loop never waits for an ack (the last one is awaited).
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<lapin::Acker>();
+    let acker = tokio::spawn(async move {
+        while let Some(a) = rx.recv().await {
+            a.ack(BasicAckOptions { multiple: true }).await.expect("ack");
+        }
+    });
+    while got < n {
+        let d = consumer.next().await.expect("stream").expect("delivery");
+        first.get_or_insert_with(Instant::now);
+        got += 1;
+        if got % 16 == 0 || got == n {
+            let _ = tx.send(d.acker);
+        }
+    }
+    drop(tx);
+    acker.await.expect("acks sent");
+    let secs = first.map(|f| f.elapsed().as_secs_f64()).unwrap_or(1.0);
+    let _ = conn.close(200, "OK".into()).await;
+    Figures { events: n, events_per_s: n as f64 / secs, p50_ms: None, p99_ms: None, peak_rss_mib: peak_rss_mib() }
+}
+
+async fn daemon(resolved: config::Resolved, db_effects: bool, n: u64) -> Figures {
+    let url = atelier_domain::store::DatabaseUrl::resolve(&resolved.settings.database, &EnvSecrets).expect("db url");
+    let db = atelier_domain::store::Db::new(url, resolved.settings.database.pool_size, Duration::from_secs(10))
+        .expect("pool");
+    let bench = Arc::new(Bench { db_effects, first: OnceLock::new(), handled: AtomicU64::new(0), db });
+    let app = App::start_with(resolved, Roles { http: false, events: true }, Some(vec![bench.clone()]))
+        .await
+        .expect("atelierd starts");
+    let metrics = app.shared.metrics.clone();
+    loop {
+        if metrics.total(HANDLER, |s| s.succeeded.load(Relaxed)) >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let secs = bench.first.get().map(|f| f.elapsed().as_secs_f64()).unwrap_or(1.0);
+    let series = metrics.series(HANDLER, "sale.created");
+    let figures = Figures {
+        events: n,
+        events_per_s: n as f64 / secs,
+        p50_ms: series.quantile_bound(0.5).map(|s| s * 1000.0),
+        p99_ms: series.quantile_bound(0.99).map(|s| s * 1000.0),
+        peak_rss_mib: peak_rss_mib(),
+    };
+    app.stop().await.expect("stops");
+    figures
+}

@@ -1,0 +1,227 @@
+//! Event processing against the real RabbitMQ and PostgreSQL, each test in
+//! its own database and broker namespace (deleted at the end): the outbox
+//! relay, delayed retries, dead-lettering, and two daemons side by side.
+
+mod common;
+
+use atelier_domain::bus::headers;
+use atelier_domain::bus::publish::event_properties;
+use atelier_domain::bus::{Topology, confirm_channel, publish_confirmed};
+use atelier_domain::events::{Envelope, Event, Origin, SystemPing};
+use atelier_domain::testing::{TestDb, eventually};
+use common::events::{
+    PROBE, Probe, Script, TYPES, broker, namespace, overrides, raise, scalar, settings, start, teardown,
+};
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+const LONG: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_publishes_in_order_and_marks_rows_sent_only_after_the_confirm() {
+    let db = TestDb::new().await;
+    let ns = namespace();
+    let mut vars = overrides(&ns);
+    // First with a broker that cannot be reached: nothing may be marked sent.
+    let ids = raise(db.db(), 50).await;
+    let mut unreachable = vars.clone();
+    unreachable.push(("ATELIER__AMQP__URL".into(), "amqp://guest:guest@127.0.0.1:1/%2f".into()));
+    let probe = Probe::new(db.db(), Script::Apply);
+    let app = start(&db, &unreachable, vec![probe.clone()]).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(scalar(db.db(), "SELECT count(*) AS n FROM outbox WHERE published_at IS NOT NULL").await, 0);
+    app.stop().await.unwrap();
+
+    // Then with the broker: every row goes out, in creation order, and is marked.
+    vars.push(("ATELIER__AMQP__CONCURRENCY".into(), "1".into()));
+    let app = start(&db, &vars, vec![probe.clone()]).await;
+    let more = raise(db.db(), 50).await;
+    eventually(LONG, "all 100 events handled", || async { probe.applied.load(Relaxed) == 100 }).await;
+    let order = probe.order.lock().unwrap().clone();
+    let expected: Vec<_> = ids.iter().chain(more.iter()).copied().collect();
+    assert_eq!(order, expected, "delivered in creation order");
+    assert_eq!(scalar(db.db(), "SELECT count(*) AS n FROM outbox WHERE published_at IS NULL").await, 0);
+    let metrics =
+        reqwest::get(format!("http://{}/metrics", app.http_addr.unwrap())).await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains("atelier_events_succeeded_total{handler=\"probe\",event_type=\"system.ping\"} 100"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("atelier_outbox_published_total 100"), "{metrics}");
+    let ready: serde_json::Value =
+        reqwest::get(format!("http://{}/ready", app.http_addr.unwrap())).await.unwrap().json().await.unwrap();
+    assert_eq!(ready["checks"]["broker"]["ok"], true, "{ready}");
+    assert_eq!(ready["checks"]["consumers"]["ok"], true, "{ready}");
+    app.stop().await.unwrap();
+    teardown(&settings(&db, &vars)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_failing_twice_is_applied_once_after_two_delayed_retries() {
+    let db = TestDb::new().await;
+    let ns = namespace();
+    let vars = overrides(&ns);
+    let s = settings(&db, &vars);
+    let probe = Probe::new(db.db(), Script::FailTimes(2));
+    let app = start(&db, &vars, vec![probe.clone()]).await;
+    let id = raise(db.db(), 1).await[0];
+    eventually(LONG, "the event applied", || async { probe.applied.load(Relaxed) == 1 }).await;
+    let calls = probe.calls_of(id);
+    assert_eq!(calls.len(), 3, "1 delivery + 2 retries");
+    let policy = s.retry_for(PROBE);
+    for (i, pair) in calls.windows(2).enumerate() {
+        let gap = pair[1] - pair[0];
+        let min = policy.delay(i as u32 + 1).mul_f64(1.0 - s.retry.jitter);
+        assert!(gap >= min, "retry {} came after {gap:?}, expected at least {min:?}", i + 1);
+    }
+    assert_eq!(scalar(db.db(), "SELECT count(*) AS n FROM processed_events").await, 1);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(probe.total_calls(), 3, "nothing more arrives");
+    assert_eq!(scalar(db.db(), "SELECT count(*) AS n FROM dead_letters").await, 0);
+    assert_eq!(app.shared.metrics.total(PROBE, |s| s.retried.load(Relaxed)), 2);
+    app.stop().await.unwrap();
+    teardown(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_always_failing_handler_yields_one_dead_letter_after_all_retries() {
+    let db = TestDb::new().await;
+    let ns = namespace();
+    let vars = overrides(&ns);
+    let s = settings(&db, &vars);
+    let probe = Probe::new(db.db(), Script::AlwaysFail);
+    let app = start(&db, &vars, vec![probe.clone()]).await;
+    let id = raise(db.db(), 1).await[0];
+    eventually(LONG, "one dead letter", || async {
+        scalar(db.db(), "SELECT count(*) AS n FROM dead_letters").await == 1
+    })
+    .await;
+    let calls = probe.calls_of(id);
+    assert_eq!(calls.len(), 1 + 3, "1 delivery + max_retries retries");
+    let policy = s.retry_for(PROBE);
+    for (i, pair) in calls.windows(2).enumerate() {
+        let gap = pair[1] - pair[0];
+        let min = policy.delay(i as u32 + 1).mul_f64(1.0 - s.retry.jitter);
+        assert!(gap >= min, "retry {} came after {gap:?}, expected at least {min:?}", i + 1);
+    }
+    let row = format!(
+        "SELECT count(*) AS n FROM dead_letters WHERE event_id = '{id}' AND handler = 'probe' AND attempts = 4 \
+         AND error_kind = 'provider_503' AND fingerprint = 'probe:provider_503' AND status = 'dead' \
+         AND event_type = 'system.ping' AND last_error LIKE '%503%' AND first_failed_at < last_failed_at \
+         AND headers ? 'x-atelier-dead-letter-id'"
+    );
+    assert_eq!(scalar(db.db(), &row).await, 1, "the dead letter keeps what an operator needs");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(probe.total_calls(), 4, "no further attempt");
+    assert_eq!(scalar(db.db(), "SELECT count(*) AS n FROM dead_letters").await, 1, "exactly one");
+    assert_eq!(scalar(db.db(), "SELECT count(*) AS n FROM processed_events").await, 0);
+    let metrics =
+        reqwest::get(format!("http://{}/metrics", app.http_addr.unwrap())).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("atelier_dead_letters{status=\"dead\"} 1"), "{metrics}");
+    app.stop().await.unwrap();
+    teardown(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_json_an_unknown_version_and_an_oversized_body_are_dead_lettered_at_once_with_their_reason() {
+    let db = TestDb::new().await;
+    let ns = namespace();
+    let mut vars = overrides(&ns);
+    vars.push(("ATELIER__AMQP__MAX_MESSAGE_BYTES".into(), "4096".into()));
+    let s = settings(&db, &vars);
+    let probe = Probe::new(db.db(), Script::Apply);
+    let app = start(&db, &vars, vec![probe.clone()]).await;
+    eventually(LONG, "consumers running", || async { app.shared.metrics.consumers_running.load(Relaxed) == 2 }).await;
+    let conn = broker(&s).await;
+    let ch = confirm_channel(&conn, Duration::from_secs(5)).await.unwrap();
+    let topo = Topology::new(&s, &[(PROBE, TYPES)]);
+    let t = Duration::from_secs(5);
+    let bad_id = uuid::Uuid::now_v7();
+    let props = event_properties(&bad_id.to_string(), "system.ping");
+    publish_confirmed(&ch, &topo.events_exchange(), "system.ping", b"{not json", props, t).await.unwrap();
+    let mut env = Envelope::new(
+        &Event::SystemPing(SystemPing { ping_id: uuid::Uuid::now_v7() }),
+        None,
+        &Origin::new("test"),
+        chrono::Utc::now(),
+    );
+    env.version = 9;
+    let props = event_properties(&env.id.to_string(), "system.ping");
+    publish_confirmed(&ch, &topo.events_exchange(), "system.ping", &env.encode(), props, t).await.unwrap();
+    let big_id = uuid::Uuid::now_v7();
+    let props = event_properties(&big_id.to_string(), "system.ping");
+    publish_confirmed(&ch, &topo.events_exchange(), "system.ping", &[b' '; 5000], props, t).await.unwrap();
+    eventually(LONG, "three dead letters", || async {
+        scalar(db.db(), "SELECT count(*) AS n FROM dead_letters").await == 3
+    })
+    .await;
+    let big = format!(
+        "SELECT count(*) AS n FROM dead_letters WHERE event_id = '{big_id}' AND error_kind = 'too_large' \
+         AND last_error LIKE '%5000 bytes is over the limit of 4096%'"
+    );
+    assert_eq!(scalar(db.db(), &big).await, 1);
+    let malformed = format!(
+        "SELECT count(*) AS n FROM dead_letters WHERE event_id = '{bad_id}' AND error_kind = 'malformed' \
+         AND attempts = 1 AND last_error LIKE 'malformed envelope%' AND body = '\\x7b6e6f74206a736f6e'::bytea"
+    );
+    assert_eq!(scalar(db.db(), &malformed).await, 1);
+    let version = format!(
+        "SELECT count(*) AS n FROM dead_letters WHERE event_id = '{}' AND error_kind = 'unknown_version' \
+         AND attempts = 1 AND last_error LIKE '%version 9 is not supported%'",
+        env.id
+    );
+    assert_eq!(scalar(db.db(), &version).await, 1);
+    assert_eq!(probe.total_calls(), 0, "the handler never saw them");
+    let _ = conn.close(200, "OK".into()).await;
+    app.stop().await.unwrap();
+    teardown(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_on_one_namespace_apply_each_event_once() {
+    let db = TestDb::new().await;
+    let ns = namespace();
+    let vars = overrides(&ns);
+    let s = settings(&db, &vars);
+    let (p1, p2) = (Probe::new(db.db(), Script::Apply), Probe::new(db.db(), Script::Apply));
+    let a = start(&db, &vars, vec![p1.clone()]).await;
+    let b = start(&db, &vars, vec![p2.clone()]).await;
+    raise(db.db(), 300).await;
+    eventually(LONG, "300 events applied", || async {
+        scalar(db.db(), "SELECT count(*) AS n FROM processed_events").await == 300
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(p1.applied.load(Relaxed) + p2.applied.load(Relaxed), 300, "each applied once");
+    assert_eq!(p1.total_calls() + p2.total_calls(), 300, "each published and delivered once");
+    assert!(p1.total_calls() > 0 && p2.total_calls() > 0, "both daemons took work");
+    assert_eq!(scalar(db.db(), "SELECT count(*) AS n FROM outbox WHERE published_at IS NULL").await, 0);
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+    teardown(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topology_verify_reports_a_queue_declared_with_other_arguments() {
+    let db = TestDb::new().await;
+    let ns = namespace();
+    let vars = overrides(&ns);
+    let s = settings(&db, &vars);
+    let conn = broker(&s).await;
+    let t = Duration::from_secs(5);
+    let topo = Topology::new(&s, &[(PROBE, TYPES)]);
+    assert_eq!(topo.verify(&conn, t).await.unwrap().len(), 2 + 1 + 4, "everything missing at first");
+    topo.apply(&conn, t).await.unwrap();
+    topo.apply(&conn, t).await.expect("apply is idempotent");
+    assert!(topo.verify(&conn, t).await.unwrap().is_empty());
+    let mut other = s.clone();
+    other.retry.base_delay = Duration::from_secs(7);
+    let drift = Topology::new(&other, &[(PROBE, TYPES)]).verify(&conn, t).await.unwrap();
+    assert_eq!(drift.len(), 3, "{drift:?}");
+    assert!(drift[0].to_string().contains("x-message-ttl"), "{}", drift[0]);
+    let _ = headers::ATTEMPT;
+    let _ = conn.close(200, "OK".into()).await;
+    teardown(&s).await;
+    let conn = broker(&s).await;
+    assert_eq!(topo.verify(&conn, t).await.unwrap().len(), 7, "teardown deleted everything");
+}
