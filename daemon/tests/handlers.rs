@@ -78,7 +78,7 @@ async fn final_sale(db: &Db, tenant: Tenant, product: i64, customer: Option<i64>
     let env = raised(db, tenant, EventType::SaleCreated)
         .await
         .into_iter()
-        .find(|e| e.data["invoice_no"] == invoice.as_str())
+        .find(|e| e.data_json()["invoice_no"] == invoice.as_str())
         .expect("sale.created raised");
     (sale.sale.id, env)
 }
@@ -91,7 +91,7 @@ async fn raised(db: &Db, tenant: Tenant, ty: EventType) -> Vec<Envelope> {
         .unwrap()
         .into_iter()
         .filter(|r| r.event_type == ty.as_str())
-        .map(|r| serde_json::from_value(r.envelope).unwrap())
+        .map(|r| Envelope::from_json(&r.envelope).unwrap())
         .collect()
 }
 
@@ -388,7 +388,7 @@ async fn a_provider_answering_503_twice_then_200_sends_once_and_never_again() {
     assert_eq!(body["messaging_product"], "whatsapp");
     assert_eq!(body["type"], "text");
     assert_eq!(body["to"], "919876543210");
-    let invoice = env.data["invoice_no"].as_str().unwrap();
+    let invoice = env.data_json()["invoice_no"].as_str().unwrap().to_owned();
     assert_eq!(body["text"]["body"], format!("Thank you for your order {invoice}. Total: 50.00 USD."));
     let sent = outbound(t.db(), s.tenant, "sale.created", &reference).await;
     assert_eq!(sent.len(), 1);
@@ -513,7 +513,7 @@ async fn the_business_template_is_used_and_nobody_to_message_is_ignored() {
     let h = notifier(t.db(), graph.provider(TIMEOUT));
     let (_, env) = final_sale(t.db(), s.tenant, s.shelf_product, Some(customer_id), Channel::Whatsapp).await;
     assert_eq!(handle(&h, &env).await.unwrap(), Outcome::Applied);
-    let invoice = env.data["invoice_no"].as_str().unwrap();
+    let invoice = env.data_json()["invoice_no"].as_str().unwrap().to_owned();
     assert_eq!(graph.requests()[0].body["text"]["body"], format!("{invoice}: 50.00 USD"));
 
     // No customer; a customer without a phone; a walk-in sale: nothing sent.
@@ -554,14 +554,14 @@ async fn order_and_payment_events_notify_with_their_own_reference() {
     let paid = raised(t.db(), s.tenant, EventType::PaymentReceived).await;
     assert_eq!(handle(&h, &created[0]).await.unwrap(), Outcome::Applied);
     assert_eq!(handle(&h, &paid[0]).await.unwrap(), Outcome::Applied);
-    let order_id = created[0].data["order_id"].as_i64().unwrap();
+    let order_id = created[0].data_json()["order_id"].as_i64().unwrap();
     let m = &outbound(t.db(), s.tenant, "production.created", &format!("production_order:{order_id}")).await[0];
-    let order_no = created[0].data["order_no"].as_str().unwrap();
-    assert!(m.body.contains(order_no), "{}", m.body);
+    let order_no = created[0].data_json()["order_no"].as_str().unwrap().to_owned();
+    assert!(m.body.contains(order_no.as_str()), "{}", m.body);
     // The log provider records the message as sent over no real channel.
     assert_eq!((m.status.as_str(), m.channel_type.as_str()), ("sent", "log"));
     assert!(m.provider_message_id.as_deref().unwrap_or_default().starts_with("log-"));
-    let payment_id = paid[0].data["payment_id"].as_i64().unwrap();
+    let payment_id = paid[0].data_json()["payment_id"].as_i64().unwrap();
     let m = &outbound(t.db(), s.tenant, "payment.received", &format!("payment:{payment_id}")).await[0];
     assert!(m.body.contains("10.50 USD"), "{}", m.body);
 }
@@ -686,7 +686,7 @@ async fn the_canary_records_each_ping_once() {
         .get_result(&mut c)
         .await
         .unwrap();
-    let env: Envelope = serde_json::from_value(row.envelope).unwrap();
+    let env = Envelope::from_json(&row.envelope).unwrap();
     assert_eq!(env.event().unwrap(), Event::SystemPing(SystemPing { ping_id }));
     assert!(canary::get(&mut c, ping_id).await.unwrap().is_none(), "not yet handled");
     let h = Canary::new(t.db().clone());

@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde_json::value::{RawValue, to_raw_value};
 use uuid::Uuid;
 
 /// Every event type Atelier knows, by its public name.
@@ -176,18 +177,18 @@ impl Event {
         }
     }
 
-    fn data(&self) -> serde_json::Value {
+    fn data(&self) -> Box<RawValue> {
         let v = match self {
-            Event::SaleCreated(d) => serde_json::to_value(d),
-            Event::ProductionCreated(d) => serde_json::to_value(d),
-            Event::StepCompleted(d) => serde_json::to_value(d),
-            Event::ProductionCompleted(d) | Event::OrderReady(d) => serde_json::to_value(d),
-            Event::PaymentReceived(d) => serde_json::to_value(d),
-            Event::SocialMessageReceived(d) => serde_json::to_value(d),
-            Event::SystemPing(d) => serde_json::to_value(d),
+            Event::SaleCreated(d) => to_raw_value(d),
+            Event::ProductionCreated(d) => to_raw_value(d),
+            Event::StepCompleted(d) => to_raw_value(d),
+            Event::ProductionCompleted(d) | Event::OrderReady(d) => to_raw_value(d),
+            Event::PaymentReceived(d) => to_raw_value(d),
+            Event::SocialMessageReceived(d) => to_raw_value(d),
+            Event::SystemPing(d) => to_raw_value(d),
         };
         // Plain structs of strings and numbers always serialize.
-        v.unwrap_or(serde_json::Value::Null)
+        v.unwrap_or_else(|_| RawValue::from_string("null".into()).unwrap_or_default())
     }
 }
 
@@ -211,8 +212,10 @@ impl Origin {
     }
 }
 
-/// The JSON envelope every event travels in.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The JSON envelope every event travels in. `data` stays raw JSON until
+/// [`Envelope::event`] reads it into its typed payload: a consumer parses the
+/// payload once, straight into the type it knows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Envelope {
     pub id: Uuid,
     #[serde(rename = "type")]
@@ -223,7 +226,21 @@ pub struct Envelope {
     pub correlation_id: Uuid,
     pub causation_id: Option<Uuid>,
     pub producer: String,
-    pub data: serde_json::Value,
+    pub data: Box<RawValue>,
+}
+
+impl PartialEq for Envelope {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+            && self.event_type == other.event_type
+            && self.version == other.version
+            && self.occurred_at == other.occurred_at
+            && self.business_id == other.business_id
+            && self.correlation_id == other.correlation_id
+            && self.causation_id == other.causation_id
+            && self.producer == other.producer
+            && self.data.get() == other.data.get()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -253,7 +270,7 @@ impl Envelope {
         }
     }
 
-    /// Parses an envelope from a message body. It does not look at the payload.
+    /// Parses an envelope from a message body. The payload stays raw until [`Envelope::event`].
     pub fn decode(body: &[u8]) -> Result<Envelope, EventError> {
         serde_json::from_slice(body).map_err(|e| EventError::Malformed(e.to_string()))
     }
@@ -285,8 +302,23 @@ impl Envelope {
         })
     }
 
+    /// The envelope as a JSON value (the outbox stores it as `jsonb`).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+
+    /// The payload as a JSON value, for inspection (tests, tools).
+    pub fn data_json(&self) -> serde_json::Value {
+        serde_json::from_str(self.data.get()).unwrap_or_default()
+    }
+
+    /// Reads an envelope back from its JSON value (an outbox row).
+    pub fn from_json(value: &serde_json::Value) -> Result<Envelope, EventError> {
+        Envelope::decode(value.to_string().as_bytes())
+    }
+
     fn payload<T: DeserializeOwned>(&self) -> Result<T, EventError> {
-        T::deserialize(&self.data).map_err(|e| EventError::InvalidData {
+        serde_json::from_str(self.data.get()).map_err(|e| EventError::InvalidData {
             event_type: self.event_type.clone(),
             version: self.version,
             reason: e.to_string(),

@@ -106,7 +106,7 @@ async fn the_envelope_in_the_outbox_carries_the_sale() {
     let sale =
         sales::create(&mut c, s.tenant, sale_of(s.studio_product, 1, SaleStatus::Final), &origin()).await.unwrap();
     let rows = outbox::for_business(&mut c, s.tenant.business_id).await.unwrap();
-    let env: atelier_domain::events::Envelope = serde_json::from_value(rows[0].envelope.clone()).unwrap();
+    let env = atelier_domain::events::Envelope::from_json(&rows[0].envelope).unwrap();
     assert_eq!(env.business_id, Some(s.tenant.business_id));
     assert_eq!(env.id, rows[0].event_id);
     match env.event().unwrap() {
