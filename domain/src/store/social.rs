@@ -249,25 +249,8 @@ pub async fn store_inbound(
     .await
 }
 
-#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
-#[diesel(table_name = social_messages, check_for_backend(diesel::pg::Pg))]
-pub struct Message {
-    pub id: i64,
-    pub channel_id: Option<i64>,
-    pub channel_type: String,
-    pub direction: String,
-    pub provider_message_id: Option<String>,
-    pub customer_id: Option<i64>,
-    pub phone: Option<String>,
-    pub body: String,
-    pub status: String,
-    pub event_type: Option<String>,
-    pub reference: Option<String>,
-    pub error: Option<String>,
-    pub attempts: i32,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
+/// A message in or out, as stored (one type for the API and the notifier).
+pub use super::notifications::Message;
 
 pub async fn list_messages(
     conn: &mut Conn,
