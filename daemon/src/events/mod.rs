@@ -46,6 +46,8 @@ pub async fn run_with(shared: Arc<Shared>, handlers: Vec<Arc<dyn Handler>>) -> R
     while !shutdown.is_cancelled() {
         match session(&shared, &url, &topology, &handlers, &mut first).await {
             Ok(()) => backoff = Duration::from_millis(100),
+            // A part stopping because we are shutting down is no failure.
+            Err(e) if shutdown.is_cancelled() => tracing::debug!(error = %e, "event processing stopped at shutdown"),
             Err(e) => tracing::warn!(error = %e, retry_in = ?backoff, "event processing interrupted; reconnecting"),
         }
         metrics.broker_connected.store(false, Relaxed);
