@@ -4,8 +4,13 @@
 //! - baseline: the fastest bare lapin consume-and-ack loop (same broker, same
 //!   prefetch, one multiple-ack per 16 deliveries, sent by another task);
 //! - the daemon with a no-op handler;
-//! - the daemon with a production-like handler (claim + an outbox row in one
-//!   transaction), concurrently (`amqp.concurrency`) and one at a time.
+//! - the daemon with the real `production` handler (each sale's order, its
+//!   steps and the production.created outbox row, with the processed record,
+//!   in one transaction) over a studio's real sales, concurrently
+//!   (`amqp.concurrency`) and one at a time.
+//!
+//! Baseline and no-op alternate for `ATELIER_BENCH_ROUNDS` rounds (default 5);
+//! the table shows medians and each round's ratio.
 //!
 //! Each consumer runs in a child process (this binary re-executed), so the
 //! peak RSS (VmHWM) is the consumer's alone. Prints a table.
@@ -14,17 +19,16 @@
 
 use atelier_daemon::app::{App, Roles};
 use atelier_daemon::events::handler::{Handler, HandlerError, Outcome};
+use atelier_daemon::events::handlers::production::Production;
 use atelier_domain::bus::publish::{await_confirm, event_properties, start_publish};
 use atelier_domain::bus::{self, AmqpUrl, Topology};
 use atelier_domain::config::{self, Settings};
-use atelier_domain::events::{Envelope, Event, EventType, Origin, ProductionCreated, SaleCreated, SaleLineData};
+use atelier_domain::events::{Envelope, Event, EventType, Origin, SaleCreated, SaleLineData};
 use atelier_domain::secrets::EnvSecrets;
-use atelier_domain::store::{StoreError, outbox, processing};
-use diesel_async::AsyncConnection;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -88,8 +92,8 @@ async fn parent() {
     }
     let mut rows = vec![(baseline.name, median(base_runs)), (noop.name, median(noop_runs))];
     for sc in [
-        Scenario { name: "atelierd production-like, concurrent (16)", role: "db", concurrency: 16, events: n_db },
-        Scenario { name: "atelierd production-like, one at a time", role: "db", concurrency: 1, events: n_db },
+        Scenario { name: "atelierd production handler, concurrent (16)", role: "db", concurrency: 16, events: n_db },
+        Scenario { name: "atelierd production handler, one at a time", role: "db", concurrency: 1, events: n_db },
     ] {
         let f = run_scenario(&db, &sc).await;
         rows.push((sc.name, f));
@@ -130,6 +134,43 @@ fn median(mut runs: Vec<Figures>) -> Figures {
     runs.swap_remove(mid)
 }
 
+/// A new studio with `n` final sales of a product that requires production,
+/// written in bulk: the `production` handler makes each one's order.
+async fn studio_sales(db: &atelier_domain::testing::TestDb, n: u64) -> Vec<(i64, i64)> {
+    use atelier_domain::store::{Tenant, products, tenancy};
+    use diesel_async::RunQueryDsl;
+    let mut c = db.db().conn().await.expect("connection");
+    let b = tenancy::create_business(&mut c, "Bench studio", "USD".parse().expect("currency")).await.expect("business");
+    let tenant = Tenant::new(b.id);
+    let p = products::NewProduct { name: "Saree".into(), sku: None, unit_price_minor: 1250, requires_production: true };
+    let product = products::create(&mut c, tenant, p).await.expect("product");
+    let (b, p) = (b.id, product.id);
+    diesel::sql_query(format!(
+        "INSERT INTO sales (business_id, invoice_no, status, channel, total_minor, currency, finalized_at) \
+         SELECT {b}, 'INV-BENCH-' || g, 'final', 'walk_in', 1250, 'USD', now() FROM generate_series(1, {n}) g"
+    ))
+    .execute(&mut c)
+    .await
+    .expect("sales");
+    diesel::sql_query(format!(
+        "INSERT INTO sale_lines (business_id, sale_id, line_no, product_id, quantity, unit_price_minor, line_total_minor) \
+         SELECT {b}, id, 1, {p}, 1, 1250, 1250 FROM sales WHERE business_id = {b}"
+    ))
+    .execute(&mut c)
+    .await
+    .expect("sale lines");
+    #[derive(diesel::QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        id: i64,
+    }
+    let ids: Vec<Id> = diesel::sql_query(format!("SELECT id FROM sales WHERE business_id = {b} ORDER BY id"))
+        .load(&mut c)
+        .await
+        .expect("ids");
+    ids.into_iter().map(|i| (b, i.id)).collect()
+}
+
 /// Runs one scenario on a namespace of its own, its consumer in a child process.
 async fn run_scenario(db: &atelier_domain::testing::TestDb, sc: &Scenario) -> Figures {
     let ns = format!("bench-{}", uuid::Uuid::now_v7().simple());
@@ -141,8 +182,9 @@ async fn run_scenario(db: &atelier_domain::testing::TestDb, sc: &Scenario) -> Fi
     let topology = Topology::new(&settings, &[(HANDLER, TYPES)]);
     let conn = connect(&settings).await;
     topology.apply(&conn, Duration::from_secs(10)).await.expect("topology");
+    let sales = if sc.role == "db" { studio_sales(db, sc.events).await } else { Vec::new() };
     eprintln!("{}: publishing {} events...", sc.name, sc.events);
-    prefill(&conn, &topology, sc.events).await;
+    prefill(&conn, &topology, sc.events, &sales).await;
     let out = std::process::Command::new(std::env::current_exe().expect("exe"))
         .env(CHILD, sc.role)
         .env("ATELIER_CONFIG_DIR", environments())
@@ -169,13 +211,15 @@ async fn connect(settings: &Settings) -> lapin::Connection {
     bus::connect(&url, "atelier bench", Duration::from_secs(10)).await.expect("RabbitMQ")
 }
 
-/// One ~1 KiB sale.created envelope.
-fn envelope(i: u64) -> Envelope {
+/// One ~1 KiB sale.created envelope; `sale` names a real (business, sale)
+/// for the scenarios with database effects.
+fn envelope(i: u64, sale: Option<(i64, i64)>) -> Envelope {
     let lines = (0..9)
         .map(|k| SaleLineData { product_id: k, quantity: 1, unit_price_minor: 1250, requires_production: k == 0 })
         .collect();
+    let (business_id, sale_id) = sale.unwrap_or((1, i as i64));
     let ev = Event::SaleCreated(SaleCreated {
-        sale_id: i as i64,
+        sale_id,
         invoice_no: format!("INV-202611-{i:06}"),
         customer_id: Some(7),
         location_id: Some(1),
@@ -184,10 +228,10 @@ fn envelope(i: u64) -> Envelope {
         currency: "USD".into(),
         lines,
     });
-    Envelope::new(&ev, Some(1), &Origin::new("bench"), chrono::Utc::now())
+    Envelope::new(&ev, Some(business_id), &Origin::new("bench"), chrono::Utc::now())
 }
 
-async fn prefill(conn: &lapin::Connection, topology: &Topology, n: u64) {
+async fn prefill(conn: &lapin::Connection, topology: &Topology, n: u64, sales: &[(i64, i64)]) {
     let t = Duration::from_secs(30);
     let ch = bus::confirm_channel(conn, t).await.expect("channel");
     let exchange = topology.events_exchange();
@@ -195,7 +239,7 @@ async fn prefill(conn: &lapin::Connection, topology: &Topology, n: u64) {
     while i < n {
         let mut pending = Vec::new();
         for _ in 0..1000.min(n - i) {
-            let env = envelope(i);
+            let env = envelope(i, sales.get(i as usize).copied());
             let props = event_properties(&env.id.to_string(), &env.event_type);
             pending
                 .push(start_publish(&ch, &exchange, "sale.created", &env.encode(), props, t).await.expect("publish"));
@@ -206,7 +250,7 @@ async fn prefill(conn: &lapin::Connection, topology: &Topology, n: u64) {
         }
     }
     if i > 0 {
-        eprintln!("  body size: {} bytes", envelope(0).encode().len());
+        eprintln!("  body size: {} bytes", envelope(0, sales.first().copied()).encode().len());
     }
 }
 
@@ -222,10 +266,10 @@ fn peak_rss_mib() -> f64 {
 }
 
 struct Bench {
-    db_effects: bool,
+    /// The real `production` handler (its order, steps and outbox row in one
+    /// transaction with its processed record), or nothing for the no-op path.
+    production: Option<Production>,
     first: OnceLock<Instant>,
-    handled: AtomicU64,
-    db: atelier_domain::store::Db,
 }
 
 impl Handler for Bench {
@@ -240,31 +284,10 @@ impl Handler for Bench {
     fn handle<'a>(&'a self, envelope: &'a Envelope, event: &'a Event) -> BoxFuture<'a, Result<Outcome, HandlerError>> {
         Box::pin(async move {
             self.first.get_or_init(Instant::now);
-            let outcome = if self.db_effects {
-                let Event::SaleCreated(sale) = event else { return Ok(Outcome::Ignored) };
-                let mut conn = self.db.conn().await?;
-                let origin = Origin::caused_by("bench", envelope);
-                let id = envelope.id;
-                conn.transaction::<_, StoreError, _>(async |c| {
-                    if !processing::claim(c, HANDLER, id).await? {
-                        return Ok(Outcome::Duplicate);
-                    }
-                    let created = Event::ProductionCreated(ProductionCreated {
-                        order_id: sale.sale_id,
-                        order_no: format!("PO-{}", sale.invoice_no),
-                        sale_id: Some(sale.sale_id),
-                        invoice_no: Some(sale.invoice_no.clone()),
-                        steps: vec!["Dyeing".into(), "Handwork".into(), "Stitching".into()],
-                    });
-                    outbox::raise(c, &created, envelope.business_id, &origin).await?;
-                    Ok(Outcome::Applied)
-                })
-                .await?
-            } else {
-                Outcome::Applied
-            };
-            self.handled.fetch_add(1, Relaxed);
-            Ok(outcome)
+            match &self.production {
+                Some(p) => p.handle(envelope, event).await,
+                None => Ok(Outcome::Applied),
+            }
         })
     }
 }
@@ -324,7 +347,8 @@ async fn daemon(resolved: config::Resolved, db_effects: bool, n: u64) -> Figures
     let url = atelier_domain::store::DatabaseUrl::resolve(&resolved.settings.database, &EnvSecrets).expect("db url");
     let db = atelier_domain::store::Db::new(url, resolved.settings.database.pool_size, Duration::from_secs(10))
         .expect("pool");
-    let bench = Arc::new(Bench { db_effects, first: OnceLock::new(), handled: AtomicU64::new(0), db });
+    let production = db_effects.then(|| Production::new(db));
+    let bench = Arc::new(Bench { production, first: OnceLock::new() });
     let app = App::start_with(resolved, Roles { http: false, events: true }, Some(vec![bench.clone()]))
         .await
         .expect("atelierd starts");
