@@ -1,25 +1,9 @@
 //! `atelier` as a pipeline runs it: real processes, JSON output, exit codes.
 
+mod support;
+
 use atelier_domain::testing::TestDb;
-use serde_json::Value;
-use std::process::{Command, Output};
-
-fn atelier(args: &[&str], vars: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_atelier"));
-    cmd.args(args)
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .env_remove("ATELIER_ENV")
-        .stdin(std::process::Stdio::null());
-    for (k, v) in vars {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("run atelier")
-}
-
-fn json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
-}
+use support::{atelier, json};
 
 #[test]
 fn env_list_marks_the_selected_environment() {

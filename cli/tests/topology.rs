@@ -1,25 +1,10 @@
 //! `atelier topology apply | verify` against the real RabbitMQ, in a
 //! namespace of its own that the test deletes at the end.
 
-use serde_json::Value;
-use std::process::{Command, Output};
+mod support;
 
-fn atelier(args: &[&str], vars: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_atelier"));
-    cmd.args(args)
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .env_remove("ATELIER_ENV")
-        .stdin(std::process::Stdio::null());
-    for (k, v) in vars {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("run atelier")
-}
-
-fn json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
-}
+use std::process::Command;
+use support::{atelier, json};
 
 fn delete_namespace(ns: &str) {
     // Every queue and the two exchanges of the namespace.

@@ -42,6 +42,23 @@ use tracing::Instrument;
 /// Longest error text kept in headers and the dead-letter store.
 const MAX_ERROR_LEN: usize = 500;
 
+/// Starts consuming `queue` on `channel` with `prefetch` unacked deliveries,
+/// under a unique tag `atelierd-{label}-{uuid}` (returned, for cancelling).
+pub(crate) async fn consume(
+    channel: &Channel,
+    queue: &str,
+    label: &str,
+    prefetch: u16,
+) -> Result<(lapin::Consumer, String), String> {
+    channel.basic_qos(prefetch, BasicQosOptions::default()).await.map_err(|e| e.to_string())?;
+    let tag = format!("atelierd-{label}-{}", uuid::Uuid::now_v7().simple());
+    let consumer = channel
+        .basic_consume(queue.into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await
+        .map_err(|e| format!("consuming {queue}: {e}"))?;
+    Ok((consumer, tag))
+}
+
 /// Counts a running consumer while alive.
 pub(crate) struct Running(Arc<crate::metrics::Metrics>);
 
@@ -148,17 +165,7 @@ pub async fn run(
 ) -> Result<(), String> {
     let settings = &shared.config.settings;
     let queue = topology.handler_queue(handler.name());
-    channel.basic_qos(settings.amqp.prefetch, BasicQosOptions::default()).await.map_err(|e| e.to_string())?;
-    let tag = format!("atelierd-{}-{}", handler.name(), uuid::Uuid::now_v7().simple());
-    let mut consumer = channel
-        .basic_consume(
-            queue.as_str().into(),
-            tag.as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|e| format!("consuming {queue}: {e}"))?;
+    let (mut consumer, tag) = consume(&channel, &queue, handler.name(), settings.amqp.prefetch).await?;
     let _running = Running::new(shared.metrics.clone());
     let permits = Arc::new(Semaphore::new(settings.amqp.concurrency));
     let paused = Arc::new(AtomicBool::new(false));

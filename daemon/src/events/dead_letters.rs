@@ -6,7 +6,7 @@
 //! the kind `delivery_limit`. While the database is down it pauses.
 
 use crate::app::Shared;
-use crate::events::consumer::{Running, ack, nack};
+use crate::events::consumer::{Running, ack, consume, nack};
 use atelier_domain::bus::Topology;
 use atelier_domain::bus::headers::{self as h, get_str, get_u32};
 use atelier_domain::store::schema::dead_letters as dl;
@@ -17,7 +17,7 @@ use diesel_async::RunQueryDsl;
 use futures_util::StreamExt;
 use lapin::Channel;
 use lapin::message::Delivery;
-use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::options::BasicCancelOptions;
 use lapin::types::FieldTable;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -31,17 +31,7 @@ pub async fn run(
     let settings = &shared.config.settings;
     let timeout = settings.amqp.publish_timeout;
     let queue = topology.dlq();
-    channel.basic_qos(settings.amqp.prefetch, BasicQosOptions::default()).await.map_err(|e| e.to_string())?;
-    let tag = format!("atelierd-dlq-{}", uuid::Uuid::now_v7().simple());
-    let mut consumer = channel
-        .basic_consume(
-            queue.as_str().into(),
-            tag.as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|e| format!("consuming {queue}: {e}"))?;
+    let (mut consumer, tag) = consume(&channel, &queue, "dlq", settings.amqp.prefetch).await?;
     let _running = Running::new(shared.metrics.clone());
     let outcome = loop {
         tokio::select! {

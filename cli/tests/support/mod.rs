@@ -1,0 +1,25 @@
+//! Running the real `atelier` binary as a pipeline would: from the repository
+//! root, no terminal on stdin, `ATELIER_ENV` unset, chosen variables set.
+
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::process::{Command, Output};
+
+pub fn atelier(args: &[&str], vars: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_atelier"));
+    cmd.args(args)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .env_remove("ATELIER_ENV")
+        .stdin(std::process::Stdio::null());
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run atelier")
+}
+
+/// The JSON document on stdout.
+pub fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
