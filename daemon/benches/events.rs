@@ -59,6 +59,11 @@ struct Figures {
     p50_ms: Option<f64>,
     p99_ms: Option<f64>,
     peak_rss_mib: f64,
+    /// The consumer's CPU time per event (user + system, from the first delivery).
+    cpu_us_per_event: f64,
+    /// The broker's CPU time per event while the consumer ran (0 when not found).
+    #[serde(default)]
+    broker_us_per_event: f64,
 }
 
 struct Scenario {
@@ -83,8 +88,14 @@ async fn parent() {
         let o = run_scenario(&db, &noop).await;
         let ratio = 100.0 * o.events_per_s / b.events_per_s;
         eprintln!(
-            "round {round}/{rounds}: baseline {:.0} ev/s, no-op {:.0} ev/s ({ratio:.1}%)",
-            b.events_per_s, o.events_per_s
+            "round {round}/{rounds}: baseline {:.0} ev/s ({:.1} + {:.1} broker CPU µs/ev), \
+             no-op {:.0} ev/s ({:.1} + {:.1}), {ratio:.1}%",
+            b.events_per_s,
+            b.cpu_us_per_event,
+            b.broker_us_per_event,
+            o.events_per_s,
+            o.cpu_us_per_event,
+            o.broker_us_per_event
         );
         ratios.push(ratio);
         base_runs.push(b);
@@ -105,20 +116,22 @@ async fn parent() {
     );
     println!("baseline and no-op: medians of {rounds} interleaved rounds");
     println!(
-        "{:<44} {:>8} {:>10} {:>9} {:>9} {:>9} {:>8}",
-        "scenario", "events", "events/s", "% base", "p50 ms", "p99 ms", "RSS MiB"
+        "{:<44} {:>8} {:>10} {:>9} {:>9} {:>9} {:>8} {:>9} {:>9}",
+        "scenario", "events", "events/s", "% base", "p50 ms", "p99 ms", "RSS MiB", "CPU µs/ev", "broker µs"
     );
     for (name, f) in &rows {
         let ms = |v: Option<f64>| v.map(|v| format!("≤{v}")).unwrap_or_else(|| "-".into());
         println!(
-            "{:<44} {:>8} {:>10.0} {:>8.1}% {:>9} {:>9} {:>8.1}",
+            "{:<44} {:>8} {:>10.0} {:>8.1}% {:>9} {:>9} {:>8.1} {:>9.1} {:>9.1}",
             name,
             f.events,
             f.events_per_s,
             100.0 * f.events_per_s / base,
             ms(f.p50_ms),
             ms(f.p99_ms),
-            f.peak_rss_mib
+            f.peak_rss_mib,
+            f.cpu_us_per_event,
+            f.broker_us_per_event
         );
     }
     ratios.sort_by(f64::total_cmp);
@@ -185,6 +198,11 @@ async fn run_scenario(db: &atelier_domain::testing::TestDb, sc: &Scenario) -> Fi
     let sales = if sc.role == "db" { studio_sales(db, sc.events).await } else { Vec::new() };
     eprintln!("{}: publishing {} events...", sc.name, sc.events);
     prefill(&conn, &topology, sc.events, &sales).await;
+    let broker = broker_pid();
+    if let Some(pid) = broker.as_deref() {
+        broker_quiet(pid).await;
+    }
+    let broker_before = broker.as_deref().map(cpu_secs).unwrap_or(0.0);
     let out = std::process::Command::new(std::env::current_exe().expect("exe"))
         .env(CHILD, sc.role)
         .env("ATELIER_CONFIG_DIR", environments())
@@ -197,8 +215,11 @@ async fn run_scenario(db: &atelier_domain::testing::TestDb, sc: &Scenario) -> Fi
         .stderr(std::process::Stdio::inherit())
         .output()
         .expect("child runs");
-    let figures: Figures = serde_json::from_slice(&out.stdout)
+    let mut figures: Figures = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{}: child failed ({e}): {}", sc.name, String::from_utf8_lossy(&out.stdout)));
+    if let Some(pid) = broker.as_deref() {
+        figures.broker_us_per_event = (cpu_secs(pid) - broker_before) * 1e6 / sc.events as f64;
+    }
     if let Err(e) = topology.delete(&conn, Duration::from_secs(30)).await {
         eprintln!("warning: could not delete namespace {ns} ({e}); delete its queues by hand");
     }
@@ -254,6 +275,41 @@ async fn prefill(conn: &lapin::Connection, topology: &Topology, n: u64, sales: &
     }
 }
 
+/// CPU seconds (user + system) used so far by process `pid` ("self" for this one).
+fn cpu_secs(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Waits (at most 30 s) until the broker has finished the background work of
+/// the prefill (its quorum queue moves the messages from its log to segment
+/// files): below a tenth of a core over a quarter second. Without this, that
+/// work lands on whichever consumer runs first and doubles the noise.
+async fn broker_quiet(pid: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let before = cpu_secs(pid);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if cpu_secs(pid) - before < 0.025 {
+            return;
+        }
+    }
+    eprintln!("  the broker stayed busy for 30 s; measuring anyway");
+}
+
+/// The local RabbitMQ's process (beam.smp), when it runs on this machine.
+fn broker_pid() -> Option<String> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid = e.file_name().into_string().ok()?;
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        (comm.trim() == "beam.smp").then_some(pid)
+    })
+}
+
 fn peak_rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -269,7 +325,8 @@ struct Bench {
     /// The real `production` handler (its order, steps and outbox row in one
     /// transaction with its processed record), or nothing for the no-op path.
     production: Option<Production>,
-    first: OnceLock<Instant>,
+    /// When the first event arrived, and the CPU time used until then.
+    first: OnceLock<(Instant, f64)>,
 }
 
 impl Handler for Bench {
@@ -281,11 +338,11 @@ impl Handler for Bench {
         TYPES
     }
 
-    fn handle<'a>(&'a self, envelope: &'a Envelope, event: &'a Event) -> BoxFuture<'a, Result<Outcome, HandlerError>> {
+    fn handle<'a>(&'a self, envelope: &'a Envelope<Event>) -> BoxFuture<'a, Result<Outcome, HandlerError>> {
         Box::pin(async move {
-            self.first.get_or_init(Instant::now);
+            self.first.get_or_init(|| (Instant::now(), cpu_secs("self")));
             match &self.production {
-                Some(p) => p.handle(envelope, event).await,
+                Some(p) => p.handle(envelope).await,
                 None => Ok(Outcome::Applied),
             }
         })
@@ -330,7 +387,7 @@ async fn baseline(settings: &Settings, n: u64) -> Figures {
     });
     while got < n {
         let d = consumer.next().await.expect("stream").expect("delivery");
-        first.get_or_insert_with(Instant::now);
+        first.get_or_insert_with(|| (Instant::now(), cpu_secs("self")));
         got += 1;
         if got % 16 == 0 || got == n {
             let _ = tx.send(d.acker);
@@ -338,9 +395,17 @@ async fn baseline(settings: &Settings, n: u64) -> Figures {
     }
     drop(tx);
     acker.await.expect("acks sent");
-    let secs = first.map(|f| f.elapsed().as_secs_f64()).unwrap_or(1.0);
+    let (secs, cpu) = first.map(|(t, c)| (t.elapsed().as_secs_f64(), cpu_secs("self") - c)).unwrap_or((1.0, 0.0));
     let _ = conn.close(200, "OK".into()).await;
-    Figures { events: n, events_per_s: n as f64 / secs, p50_ms: None, p99_ms: None, peak_rss_mib: peak_rss_mib() }
+    Figures {
+        events: n,
+        events_per_s: n as f64 / secs,
+        p50_ms: None,
+        p99_ms: None,
+        peak_rss_mib: peak_rss_mib(),
+        cpu_us_per_event: cpu * 1e6 / n as f64,
+        broker_us_per_event: 0.0,
+    }
 }
 
 async fn daemon(resolved: config::Resolved, db_effects: bool, n: u64) -> Figures {
@@ -359,7 +424,8 @@ async fn daemon(resolved: config::Resolved, db_effects: bool, n: u64) -> Figures
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    let secs = bench.first.get().map(|f| f.elapsed().as_secs_f64()).unwrap_or(1.0);
+    let (secs, cpu) =
+        bench.first.get().map(|(t, c)| (t.elapsed().as_secs_f64(), cpu_secs("self") - c)).unwrap_or((1.0, 0.0));
     let series = metrics.series(HANDLER, "sale.created");
     let figures = Figures {
         events: n,
@@ -367,6 +433,8 @@ async fn daemon(resolved: config::Resolved, db_effects: bool, n: u64) -> Figures
         p50_ms: series.quantile_bound(0.5).map(|s| s * 1000.0),
         p99_ms: series.quantile_bound(0.99).map(|s| s * 1000.0),
         peak_rss_mib: peak_rss_mib(),
+        cpu_us_per_event: cpu * 1e6 / n as f64,
+        broker_us_per_event: 0.0,
     };
     app.stop().await.expect("stops");
     figures

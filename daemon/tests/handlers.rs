@@ -96,8 +96,8 @@ async fn raised(db: &Db, tenant: Tenant, ty: EventType) -> Vec<Envelope> {
 }
 
 async fn handle(h: &dyn Handler, env: &Envelope) -> Result<Outcome, HandlerError> {
-    let event = env.event().expect("a known event");
-    h.handle(env, &event).await
+    let typed = Envelope::decode_event(&env.encode()).expect("a known event");
+    h.handle(&typed).await
 }
 
 #[derive(diesel::QueryableByName)]

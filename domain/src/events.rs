@@ -207,16 +207,17 @@ impl Origin {
     }
 
     /// Events raised while handling `cause`: same correlation, caused by it.
-    pub fn caused_by(producer: &'static str, cause: &Envelope) -> Self {
+    pub fn caused_by<D>(producer: &'static str, cause: &Envelope<D>) -> Self {
         Origin { producer, correlation_id: cause.correlation_id, causation_id: Some(cause.id) }
     }
 }
 
-/// The JSON envelope every event travels in. `data` stays raw JSON until
-/// [`Envelope::event`] reads it into its typed payload: a consumer parses the
-/// payload once, straight into the type it knows.
+/// The JSON envelope every event travels in. On the wire and in the outbox
+/// `data` is raw JSON (`Envelope`); a consumer reads a body with
+/// [`Envelope::decode_event`] into `Envelope<Event>`, the payload parsed in
+/// the same pass straight into its type.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Envelope {
+pub struct Envelope<D = Box<RawValue>> {
     pub id: Uuid,
     #[serde(rename = "type")]
     pub event_type: String,
@@ -226,7 +227,7 @@ pub struct Envelope {
     pub correlation_id: Uuid,
     pub causation_id: Option<Uuid>,
     pub producer: String,
-    pub data: Box<RawValue>,
+    pub data: D,
 }
 
 impl PartialEq for Envelope {
@@ -253,6 +254,29 @@ pub enum EventError {
     UnknownVersion { event_type: String, version: u32, known: &'static [u32] },
     #[error("invalid {event_type} v{version} data: {reason}")]
     InvalidData { event_type: String, version: u32, reason: String },
+}
+
+impl EventError {
+    /// The event type named by the body, when it got that far.
+    pub fn event_type(&self) -> Option<&str> {
+        match self {
+            EventError::Malformed(_) => None,
+            EventError::UnknownType(t) => Some(t),
+            EventError::UnknownVersion { event_type, .. } | EventError::InvalidData { event_type, .. } => {
+                Some(event_type)
+            }
+        }
+    }
+
+    /// A stable name for the failure, part of a dead letter's fingerprint.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EventError::Malformed(_) => "malformed",
+            EventError::UnknownType(_) => "unknown_type",
+            EventError::UnknownVersion { .. } => "unknown_version",
+            EventError::InvalidData { .. } => "invalid_data",
+        }
+    }
 }
 
 impl Envelope {
@@ -317,12 +341,197 @@ impl Envelope {
         Envelope::decode(value.to_string().as_bytes())
     }
 
+    /// Reads a message body into its envelope and typed payload in one pass
+    /// (the payload is not scanned twice, as `decode` then `event` would).
+    /// The errors are the same as theirs: `Malformed` for a body that is not
+    /// an envelope, then `UnknownType`, `UnknownVersion` or `InvalidData`.
+    pub fn decode_event(body: &[u8]) -> Result<Envelope<Event>, EventError> {
+        let failure = std::cell::RefCell::new(None);
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let read = serde::de::DeserializeSeed::deserialize(typed::EnvelopeSeed(&failure), &mut de)
+            .and_then(|env| de.end().map(|()| env));
+        match read {
+            Ok(Ok(env)) => Ok(env),
+            // The payload's type or version is unknown (the body was read to the end).
+            Ok(Err(e)) => Err(e),
+            // A payload that parses as JSON but not as its type; a syntax error is malformed.
+            Err(e) if e.is_data() => Err(failure.into_inner().unwrap_or(EventError::Malformed(e.to_string()))),
+            Err(e) => Err(EventError::Malformed(e.to_string())),
+        }
+    }
+
     fn payload<T: DeserializeOwned>(&self) -> Result<T, EventError> {
         serde_json::from_str(self.data.get()).map_err(|e| EventError::InvalidData {
             event_type: self.event_type.clone(),
             version: self.version,
             reason: e.to_string(),
         })
+    }
+}
+
+/// The one-pass reading behind [`Envelope::decode_event`]: when `type` and
+/// `version` come before `data` (as this crate writes them), `data` is
+/// parsed straight into its type; otherwise it is kept raw and parsed after.
+mod typed {
+    use super::{DateTime, Envelope, Event, EventError, EventType, RawValue, Utc, Uuid};
+    use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+    use std::cell::RefCell;
+    use std::fmt;
+
+    /// Where a payload that failed to parse as its type records why.
+    type Failure<'f> = &'f RefCell<Option<EventError>>;
+
+    pub(super) struct EnvelopeSeed<'f>(pub(super) Failure<'f>);
+
+    /// `Ok(Err(..))`: the envelope was read but its payload's type or version is unknown.
+    type Read = Result<Envelope<Event>, EventError>;
+
+    impl<'de> DeserializeSeed<'de> for EnvelopeSeed<'_> {
+        type Value = Read;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Read, D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+
+    /// The payload of a known type and version, with its failure recorded.
+    struct PayloadSeed<'f> {
+        ty: EventType,
+        event_type: &'f str,
+        version: u32,
+        failure: Failure<'f>,
+    }
+
+    impl<'de> DeserializeSeed<'de> for PayloadSeed<'_> {
+        type Value = Event;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Event, D::Error> {
+            use serde::Deserialize;
+            let event = match self.ty {
+                EventType::SaleCreated => Deserialize::deserialize(d).map(Event::SaleCreated),
+                EventType::ProductionCreated => Deserialize::deserialize(d).map(Event::ProductionCreated),
+                EventType::StepCompleted => Deserialize::deserialize(d).map(Event::StepCompleted),
+                EventType::ProductionCompleted => Deserialize::deserialize(d).map(Event::ProductionCompleted),
+                EventType::PaymentReceived => Deserialize::deserialize(d).map(Event::PaymentReceived),
+                EventType::OrderReady => Deserialize::deserialize(d).map(Event::OrderReady),
+                EventType::SocialMessageReceived => Deserialize::deserialize(d).map(Event::SocialMessageReceived),
+                EventType::SystemPing => Deserialize::deserialize(d).map(Event::SystemPing),
+            };
+            event.inspect_err(|e: &D::Error| {
+                *self.failure.borrow_mut() = Some(EventError::InvalidData {
+                    event_type: self.event_type.to_owned(),
+                    version: self.version,
+                    reason: e.to_string(),
+                });
+            })
+        }
+    }
+
+    /// The payload's type and version, or why they are refused.
+    fn known(event_type: &str, version: u32) -> Result<EventType, EventError> {
+        let ty = EventType::parse(event_type).ok_or_else(|| EventError::UnknownType(event_type.to_owned()))?;
+        if !ty.known_versions().contains(&version) {
+            return Err(EventError::UnknownVersion {
+                event_type: event_type.to_owned(),
+                version,
+                known: ty.known_versions(),
+            });
+        }
+        Ok(ty)
+    }
+
+    enum Data {
+        Typed(Event),
+        Raw(Box<RawValue>),
+        Refused(EventError),
+    }
+
+    impl<'de> Visitor<'de> for EnvelopeSeed<'_> {
+        type Value = Read;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an event envelope (a JSON object)")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Read, A::Error> {
+            let mut id: Option<Uuid> = None;
+            let mut event_type: Option<String> = None;
+            let mut version: Option<u32> = None;
+            let mut occurred_at: Option<DateTime<Utc>> = None;
+            let mut business_id: Option<i64> = None;
+            let mut correlation_id: Option<Uuid> = None;
+            let mut causation_id: Option<Uuid> = None;
+            let mut producer: Option<String> = None;
+            let mut data: Option<Data> = None;
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                match key.as_ref() {
+                    "id" => id = Some(map.next_value()?),
+                    "type" => event_type = Some(map.next_value()?),
+                    "version" => version = Some(map.next_value()?),
+                    "occurred_at" => occurred_at = Some(map.next_value()?),
+                    "business_id" => business_id = map.next_value()?,
+                    "correlation_id" => correlation_id = Some(map.next_value()?),
+                    "causation_id" => causation_id = map.next_value()?,
+                    "producer" => producer = Some(map.next_value()?),
+                    "data" => {
+                        data = Some(match (&event_type, version) {
+                            (Some(t), Some(v)) => match known(t, v) {
+                                Ok(ty) => Data::Typed(map.next_value_seed(PayloadSeed {
+                                    ty,
+                                    event_type: t,
+                                    version: v,
+                                    failure: self.0,
+                                })?),
+                                Err(e) => {
+                                    map.next_value::<IgnoredAny>()?;
+                                    Data::Refused(e)
+                                }
+                            },
+                            _ => Data::Raw(map.next_value()?),
+                        })
+                    }
+                    _ => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            let missing = |field: &'static str| de::Error::missing_field(field);
+            let raw = Envelope {
+                id: id.ok_or_else(|| missing("id"))?,
+                event_type: event_type.ok_or_else(|| missing("type"))?,
+                version: version.ok_or_else(|| missing("version"))?,
+                occurred_at: occurred_at.ok_or_else(|| missing("occurred_at"))?,
+                business_id,
+                correlation_id: correlation_id.ok_or_else(|| missing("correlation_id"))?,
+                causation_id,
+                producer: producer.ok_or_else(|| missing("producer"))?,
+                data: (),
+            };
+            let event = match data.ok_or_else(|| missing("data"))? {
+                Data::Typed(event) => event,
+                Data::Refused(e) => return Ok(Err(e)),
+                // `data` came before `type` or `version`: parse it now.
+                Data::Raw(data) => match raw.clone().with_data(data).event() {
+                    Ok(event) => event,
+                    Err(e) => return Ok(Err(e)),
+                },
+            };
+            Ok(Ok(raw.with_data(event)))
+        }
+    }
+
+    impl Envelope<()> {
+        fn with_data<D>(self, data: D) -> Envelope<D> {
+            Envelope {
+                id: self.id,
+                event_type: self.event_type,
+                version: self.version,
+                occurred_at: self.occurred_at,
+                business_id: self.business_id,
+                correlation_id: self.correlation_id,
+                causation_id: self.causation_id,
+                producer: self.producer,
+                data,
+            }
+        }
     }
 }
 
@@ -381,6 +590,63 @@ mod tests {
         assert_eq!(env.event(), Err(EventError::UnknownType("sale.deleted".into())));
         env.event_type = "sale.created".into();
         assert!(matches!(env.event(), Err(EventError::InvalidData { .. })));
+    }
+
+    fn sale() -> Event {
+        Event::SaleCreated(SaleCreated {
+            sale_id: 5,
+            invoice_no: "INV-202611-000001".into(),
+            customer_id: None,
+            location_id: Some(2),
+            channel: "walk_in".into(),
+            total_minor: 2500,
+            currency: "USD".into(),
+            lines: vec![SaleLineData { product_id: 3, quantity: 2, unit_price_minor: 1250, requires_production: true }],
+        })
+    }
+
+    /// `decode_event` in one pass agrees with `decode` then `event`, on every path.
+    #[test]
+    fn one_pass_decoding_agrees_with_decode_then_event() {
+        let env = Envelope::new(&sale(), Some(4), &Origin::new("t"), Utc::now());
+        let typed = Envelope::decode_event(&env.encode()).unwrap();
+        assert_eq!((typed.id, typed.business_id, typed.occurred_at), (env.id, env.business_id, env.occurred_at));
+        assert_eq!(typed.data, sale());
+
+        // Another producer may write `data` first: it is parsed after the rest.
+        let mut v = env.to_json();
+        let data = v.as_object_mut().unwrap().remove("data").unwrap();
+        let reordered = format!("{{\"data\":{data},{}", &v.to_string()[1..]);
+        assert!(reordered.starts_with("{\"data\""));
+        assert_eq!(Envelope::decode_event(reordered.as_bytes()).unwrap().data, sale());
+
+        let with = |f: &dyn Fn(&mut serde_json::Value)| {
+            let mut v = env.to_json();
+            f(&mut v);
+            Envelope::decode_event(v.to_string().as_bytes())
+        };
+        assert_eq!(with(&|v| v["version"] = 9.into()).unwrap_err().kind(), "unknown_version");
+        let unknown = with(&|v| v["type"] = "sale.deleted".into()).unwrap_err();
+        assert_eq!(unknown, EventError::UnknownType("sale.deleted".into()));
+        assert_eq!(unknown.event_type(), Some("sale.deleted"));
+        let invalid = with(&|v| v["data"]["sale_id"] = "five".into()).unwrap_err();
+        assert!(matches!(&invalid, EventError::InvalidData { event_type, .. } if event_type == "sale.created"));
+        assert!(invalid.to_string().contains("sale_id") || invalid.to_string().contains("invalid type"), "{invalid}");
+        assert_eq!(with(&|v| _ = v.as_object_mut().unwrap().remove("producer")).unwrap_err().kind(), "malformed");
+        assert_eq!(with(&|v| _ = v.as_object_mut().unwrap().remove("data")).unwrap_err().kind(), "malformed");
+        // Unknown envelope fields are ignored, as by `decode`.
+        assert!(with(&|v| v["extra"] = true.into()).is_ok());
+
+        for bad in [&b"{not json"[..], b"[]", b"", b"{\"id\":1}"] {
+            assert_eq!(Envelope::decode_event(bad).unwrap_err().kind(), "malformed", "{bad:?}");
+        }
+        // A syntax error inside the payload is malformed, not invalid data.
+        let body = String::from_utf8(env.encode()).unwrap();
+        let broken = body.replace("\"sale_id\":5", "\"sale_id\":5,,");
+        assert_ne!(broken, body);
+        assert_eq!(Envelope::decode_event(broken.as_bytes()).unwrap_err().kind(), "malformed");
+        // Trailing bytes after the envelope are malformed.
+        assert_eq!(Envelope::decode_event(format!("{body} x").as_bytes()).unwrap_err().kind(), "malformed");
     }
 
     #[test]

@@ -23,7 +23,7 @@ use crate::events::handler::{Handler, HandlerError};
 use crate::metrics::Series;
 use atelier_domain::bus::headers::{self as h, get_str, get_u32, set_str, set_u32};
 use atelier_domain::bus::{Topology, publish_confirmed};
-use atelier_domain::events::Envelope;
+use atelier_domain::events::{Envelope, Event};
 use chrono::Utc;
 use futures_util::StreamExt;
 use lapin::message::Delivery;
@@ -77,9 +77,12 @@ impl Drop for Running {
 
 /// Coalesces acks: a settled delivery is acked by one `multiple` ack of the
 /// highest settled tag below every delivery still in flight, sent by one
-/// task; under load one ack frame covers many deliveries, when idle each is
-/// acked at once. A delivery is marked settled only once its outcome is
-/// durable, so the guarantee is unchanged.
+/// task. The task sends once `batch` deliveries are ackable, or `linger`
+/// after the first of them became ackable: under load one ack frame covers
+/// `batch` deliveries (each ack frame costs the broker as much as a delivery),
+/// and when idle a delivery waits at most `linger` for its ack. A delivery is
+/// marked settled only once its outcome is durable, so the guarantee is
+/// unchanged: an ack lost in a crash means a redelivery the handler dedupes.
 #[derive(Default)]
 struct AckState {
     in_flight: std::collections::BTreeSet<u64>,
@@ -89,11 +92,18 @@ struct AckState {
 pub(crate) struct Acks {
     state: std::sync::Mutex<AckState>,
     wake: tokio::sync::Notify,
+    batch: usize,
 }
 
+/// The longest an ackable delivery waits for more to share its ack frame.
+const ACK_LINGER: Duration = Duration::from_millis(2);
+
 impl Acks {
-    fn new() -> Arc<Acks> {
-        Arc::new(Acks { state: Default::default(), wake: tokio::sync::Notify::new() })
+    /// `batch`: how many ackable deliveries one ack frame waits for (at
+    /// least 1; a quarter of the prefetch keeps the broker's window open).
+    fn new(prefetch: u16) -> Arc<Acks> {
+        let batch = usize::from(prefetch / 4).max(1);
+        Arc::new(Acks { state: Default::default(), wake: tokio::sync::Notify::new(), batch })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, AckState> {
@@ -115,8 +125,16 @@ impl Acks {
 
     /// Returned with a nack (or never to be acked here).
     fn forget(&self, tag: u64) {
-        self.lock().in_flight.remove(&tag);
-        self.wake.notify_one();
+        if self.lock().in_flight.remove(&tag) {
+            self.wake.notify_one();
+        }
+    }
+
+    /// How many settled deliveries lie below the lowest one in flight.
+    fn ackable(&self) -> usize {
+        let st = self.lock();
+        let low = st.in_flight.first().copied().unwrap_or(u64::MAX);
+        st.settled.range(..low).count()
     }
 
     /// The acker covering every settled delivery below the lowest in flight.
@@ -131,23 +149,43 @@ impl Acks {
 
     /// Sends the acks until `done` fires and nothing ackable is left.
     async fn run(self: Arc<Self>, done: CancellationToken, timeout: Duration) {
+        // When the oldest ackable delivery must be acked, batch full or not.
+        let mut deadline: Option<tokio::time::Instant> = None;
         loop {
-            while let Some((acker, n)) = self.take_ackable() {
-                let ack = acker.ack(BasicAckOptions { multiple: true });
-                match tokio::time::timeout(timeout, ack).await {
-                    Ok(Ok(true)) => {}
-                    other => tracing::warn!(
-                        deliveries = n,
-                        outcome = ?other.map(|r| r.map_err(|e| e.to_string())),
-                        "ack not sent (channel closed?); the broker will redeliver and the handler dedupes"
-                    ),
+            let n = self.ackable();
+            let due = deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
+            if n > 0 && (n >= self.batch || due || done.is_cancelled()) {
+                deadline = None;
+                if let Some((acker, n)) = self.take_ackable() {
+                    let ack = acker.ack(BasicAckOptions { multiple: true });
+                    match tokio::time::timeout(timeout, ack).await {
+                        Ok(Ok(true)) => {}
+                        other => tracing::warn!(
+                            deliveries = n,
+                            outcome = ?other.map(|r| r.map_err(|e| e.to_string())),
+                            "ack not sent (channel closed?); the broker will redeliver and the handler dedupes"
+                        ),
+                    }
                 }
+                continue;
             }
-            if done.is_cancelled() {
-                return;
+            if n == 0 {
+                if done.is_cancelled() {
+                    return;
+                }
+                deadline = None;
+            } else if deadline.is_none() {
+                deadline = Some(tokio::time::Instant::now() + ACK_LINGER);
             }
+            let linger = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = self.wake.notified() => {}
+                _ = linger => {}
                 _ = done.cancelled() => {}
             }
         }
@@ -170,9 +208,17 @@ pub async fn run(
     let permits = Arc::new(Semaphore::new(settings.amqp.concurrency));
     let paused = Arc::new(AtomicBool::new(false));
     let mut inflight = JoinSet::new();
-    let acks = Acks::new();
+    let acks = Acks::new(settings.amqp.prefetch);
     let acks_done = CancellationToken::new();
     let acker = tokio::spawn(acks.clone().run(acks_done.clone(), settings.amqp.publish_timeout));
+    let work = Arc::new(Work {
+        shared: shared.clone(),
+        topology: topology.clone(),
+        handler: handler.clone(),
+        channel: channel.clone(),
+        paused: paused.clone(),
+        acks: acks.clone(),
+    });
     let outcome = loop {
         while inflight.try_join_next().is_some() {}
         if paused.load(Relaxed) {
@@ -193,14 +239,7 @@ pub async fn run(
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
                     acks.received(delivery.delivery_tag);
-                    let work = Work {
-                        shared: shared.clone(),
-                        topology: topology.clone(),
-                        handler: handler.clone(),
-                        channel: channel.clone(),
-                        paused: paused.clone(),
-                        acks: acks.clone(),
-                    };
+                    let work = work.clone();
                     inflight.spawn(async move {
                         // Even if the handler panics, the tag must not hold back later acks.
                         let _forget = Forget(work.acks.clone(), delivery.delivery_tag);
@@ -235,7 +274,7 @@ impl Drop for Forget {
     }
 }
 
-/// What one delivery needs.
+/// What handling a delivery needs (one per consumer, shared by its deliveries).
 struct Work {
     shared: Arc<Shared>,
     topology: Arc<Topology>,
@@ -254,7 +293,7 @@ enum Settle {
 }
 
 impl Work {
-    async fn process(self, delivery: Delivery) {
+    async fn process(&self, delivery: Delivery) {
         let started = Instant::now();
         let headers = delivery.properties.headers().as_ref();
         let attempt = get_u32(headers, h::ATTEMPT).unwrap_or(0);
@@ -274,15 +313,18 @@ impl Work {
                 let reason = format!("message of {} bytes is over the limit of {limit}", delivery.data.len());
                 (ty, Settle::Dead { kind: "too_large", reason })
             } else {
-                match Envelope::decode(&delivery.data) {
-                    Err(e) => ("unknown".to_owned(), Settle::Dead { kind: "malformed", reason: e.to_string() }),
+                match Envelope::decode_event(&delivery.data) {
+                    Err(e) => (
+                        e.event_type().unwrap_or("unknown").to_owned(),
+                        Settle::Dead { kind: e.kind(), reason: e.to_string() },
+                    ),
                     Ok(envelope) => {
                         let span = tracing::Span::current();
                         span.record("event_id", tracing::field::display(envelope.id));
                         span.record("event_type", envelope.event_type.as_str());
                         span.record("correlation_id", tracing::field::display(envelope.correlation_id));
                         let settle = self.handle(&envelope).await;
-                        (envelope.event_type.clone(), settle)
+                        (envelope.event_type, settle)
                     }
                 }
             };
@@ -295,20 +337,8 @@ impl Work {
         .await
     }
 
-    async fn handle(&self, envelope: &Envelope) -> Settle {
-        let event = match envelope.event() {
-            Ok(ev) => ev,
-            Err(e) => {
-                let kind = match e {
-                    atelier_domain::events::EventError::UnknownType(_) => "unknown_type",
-                    atelier_domain::events::EventError::UnknownVersion { .. } => "unknown_version",
-                    atelier_domain::events::EventError::InvalidData { .. } => "invalid_data",
-                    atelier_domain::events::EventError::Malformed(_) => "malformed",
-                };
-                return Settle::Dead { kind, reason: e.to_string() };
-            }
-        };
-        match self.handler.handle(envelope, &event).await {
+    async fn handle(&self, envelope: &Envelope<Event>) -> Settle {
+        match self.handler.handle(envelope).await {
             Ok(outcome) => {
                 tracing::debug!(?outcome, "handled");
                 Settle::Ack

@@ -67,7 +67,8 @@ pub trait Handler: Send + Sync + 'static {
     /// The event types its queue is bound to.
     fn event_types(&self) -> &'static [EventType];
 
-    /// Handles one event. Effects commit together with the record of
-    /// `(self.name(), envelope.id)` in `processed_events`.
-    fn handle<'a>(&'a self, envelope: &'a Envelope, event: &'a Event) -> BoxFuture<'a, Result<Outcome, HandlerError>>;
+    /// Handles one event, its typed payload in `envelope.data`. Effects
+    /// commit together with the record of `(self.name(), envelope.id)` in
+    /// `processed_events`.
+    fn handle<'a>(&'a self, envelope: &'a Envelope<Event>) -> BoxFuture<'a, Result<Outcome, HandlerError>>;
 }

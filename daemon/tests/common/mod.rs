@@ -122,7 +122,7 @@ pub mod events {
             TYPES
         }
 
-        fn handle<'a>(&'a self, envelope: &'a Envelope, _: &'a Event) -> BoxFuture<'a, Result<Outcome, HandlerError>> {
+        fn handle<'a>(&'a self, envelope: &'a Envelope<Event>) -> BoxFuture<'a, Result<Outcome, HandlerError>> {
             Box::pin(async move {
                 let n = {
                     let mut calls = self.calls.lock().unwrap();

@@ -22,7 +22,7 @@ impl Accounting {
         Accounting { db }
     }
 
-    async fn run(&self, envelope: &Envelope, event: &Event) -> Result<Outcome, HandlerError> {
+    async fn run(&self, envelope: &Envelope<Event>, event: &Event) -> Result<Outcome, HandlerError> {
         let Event::StepCompleted(done) = event else { return Err(unexpected(NAME, event)) };
         let tenant = tenant(envelope)?;
         let mut conn = self.db.conn().await?;
@@ -65,7 +65,7 @@ impl Handler for Accounting {
         &[EventType::StepCompleted]
     }
 
-    fn handle<'a>(&'a self, envelope: &'a Envelope, event: &'a Event) -> BoxFuture<'a, Result<Outcome, HandlerError>> {
-        Box::pin(self.run(envelope, event))
+    fn handle<'a>(&'a self, envelope: &'a Envelope<Event>) -> BoxFuture<'a, Result<Outcome, HandlerError>> {
+        Box::pin(self.run(envelope, &envelope.data))
     }
 }

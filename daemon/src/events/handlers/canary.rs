@@ -21,7 +21,7 @@ impl Canary {
         Canary { db }
     }
 
-    async fn run(&self, envelope: &Envelope, event: &Event) -> Result<Outcome, HandlerError> {
+    async fn run(&self, envelope: &Envelope<Event>, event: &Event) -> Result<Outcome, HandlerError> {
         let Event::SystemPing(ping) = event else { return Err(unexpected(NAME, event)) };
         let mut conn = self.db.conn().await?;
         let outcome = conn
@@ -48,7 +48,7 @@ impl Handler for Canary {
         &[EventType::SystemPing]
     }
 
-    fn handle<'a>(&'a self, envelope: &'a Envelope, event: &'a Event) -> BoxFuture<'a, Result<Outcome, HandlerError>> {
-        Box::pin(self.run(envelope, event))
+    fn handle<'a>(&'a self, envelope: &'a Envelope<Event>) -> BoxFuture<'a, Result<Outcome, HandlerError>> {
+        Box::pin(self.run(envelope, &envelope.data))
     }
 }

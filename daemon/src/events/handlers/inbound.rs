@@ -22,7 +22,7 @@ impl Inbound {
         Inbound { db }
     }
 
-    async fn run(&self, envelope: &Envelope, event: &Event) -> Result<Outcome, HandlerError> {
+    async fn run(&self, envelope: &Envelope<Event>, event: &Event) -> Result<Outcome, HandlerError> {
         let Event::SocialMessageReceived(m) = event else { return Err(unexpected(NAME, event)) };
         let tenant = tenant(envelope)?;
         let message = InboundMessage {
@@ -66,7 +66,7 @@ impl Handler for Inbound {
         &[EventType::SocialMessageReceived]
     }
 
-    fn handle<'a>(&'a self, envelope: &'a Envelope, event: &'a Event) -> BoxFuture<'a, Result<Outcome, HandlerError>> {
-        Box::pin(self.run(envelope, event))
+    fn handle<'a>(&'a self, envelope: &'a Envelope<Event>) -> BoxFuture<'a, Result<Outcome, HandlerError>> {
+        Box::pin(self.run(envelope, &envelope.data))
     }
 }

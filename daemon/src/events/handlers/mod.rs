@@ -33,7 +33,7 @@ pub fn all(shared: &Arc<Shared>) -> Vec<Arc<dyn Handler>> {
 }
 
 /// The business an event acts for. Business events without one are refused.
-pub(crate) fn tenant(envelope: &Envelope) -> Result<Tenant, HandlerError> {
+pub(crate) fn tenant<D>(envelope: &Envelope<D>) -> Result<Tenant, HandlerError> {
     envelope.business_id.map(Tenant::new).ok_or_else(|| HandlerError::Permanent {
         kind: "no_business",
         reason: format!("{} event {} carries no business_id", envelope.event_type, envelope.id),
@@ -49,7 +49,7 @@ pub(crate) fn unexpected(handler: &str, event: &Event) -> HandlerError {
 }
 
 /// Records the event as processed with no other effect (it needed nothing).
-pub(crate) async fn claim_only(db: &Db, handler: &str, envelope: &Envelope) -> Result<Outcome, HandlerError> {
+pub(crate) async fn claim_only<D>(db: &Db, handler: &str, envelope: &Envelope<D>) -> Result<Outcome, HandlerError> {
     let mut conn = db.conn().await?;
     Ok(if processing::claim(&mut conn, handler, envelope.id).await? { Outcome::Ignored } else { Outcome::Duplicate })
 }

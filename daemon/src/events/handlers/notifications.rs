@@ -56,7 +56,7 @@ impl Notifications {
         Notifications { db, provider, lease }
     }
 
-    async fn run(&self, envelope: &Envelope, event: &Event) -> Result<Outcome, HandlerError> {
+    async fn run(&self, envelope: &Envelope<Event>, event: &Event) -> Result<Outcome, HandlerError> {
         let Some(notice) = notifications::notice(event) else { return Err(unexpected(NAME, event)) };
         let tenant = tenant(envelope)?;
         let mut conn = self.db.conn().await?;
@@ -134,7 +134,7 @@ impl Notifications {
         tenant: Tenant,
         message_id: i64,
         provider_message_id: Option<&str>,
-        envelope: &Envelope,
+        envelope: &Envelope<Event>,
     ) -> Result<bool, HandlerError> {
         let mut last = None;
         for pause in [Duration::ZERO, Duration::from_millis(250), Duration::from_secs(1)] {
@@ -183,7 +183,7 @@ impl Handler for Notifications {
         &NOTIFIED
     }
 
-    fn handle<'a>(&'a self, envelope: &'a Envelope, event: &'a Event) -> BoxFuture<'a, Result<Outcome, HandlerError>> {
-        Box::pin(self.run(envelope, event))
+    fn handle<'a>(&'a self, envelope: &'a Envelope<Event>) -> BoxFuture<'a, Result<Outcome, HandlerError>> {
+        Box::pin(self.run(envelope, &envelope.data))
     }
 }

@@ -22,7 +22,7 @@ impl Production {
         Production { db }
     }
 
-    async fn run(&self, envelope: &Envelope, event: &Event) -> Result<Outcome, HandlerError> {
+    async fn run(&self, envelope: &Envelope<Event>, event: &Event) -> Result<Outcome, HandlerError> {
         let Event::SaleCreated(sale) = event else { return Err(unexpected(NAME, event)) };
         let tenant = tenant(envelope)?;
         let origin = Origin::caused_by("atelierd/production", envelope);
@@ -56,7 +56,7 @@ impl Handler for Production {
         &[EventType::SaleCreated]
     }
 
-    fn handle<'a>(&'a self, envelope: &'a Envelope, event: &'a Event) -> BoxFuture<'a, Result<Outcome, HandlerError>> {
-        Box::pin(self.run(envelope, event))
+    fn handle<'a>(&'a self, envelope: &'a Envelope<Event>) -> BoxFuture<'a, Result<Outcome, HandlerError>> {
+        Box::pin(self.run(envelope, &envelope.data))
     }
 }
