@@ -24,7 +24,10 @@ pub struct OutboxRow {
 }
 
 /// Writes `envelope` to the outbox; call it inside the action's transaction.
-pub async fn enqueue(conn: &mut Conn, envelope: &Envelope) -> Result<(), StoreError> {
+pub async fn enqueue<C>(conn: &mut C, envelope: &Envelope) -> Result<(), StoreError>
+where
+    C: diesel_async::AsyncConnectionCore<Backend = diesel::pg::Pg>,
+{
     let value = serde_json::to_value(envelope).map_err(|e| StoreError::invalid("envelope", e.to_string()))?;
     diesel::insert_into(outbox::table)
         .values((
@@ -46,6 +49,19 @@ pub async fn raise(
     business_id: Option<i64>,
     origin: &Origin,
 ) -> Result<Envelope, StoreError> {
+    raise_on(conn, event, business_id, origin).await
+}
+
+/// [`raise`] on any connection (`&mut &Conn` pipelines it with other statements).
+pub async fn raise_on<C>(
+    conn: &mut C,
+    event: &Event,
+    business_id: Option<i64>,
+    origin: &Origin,
+) -> Result<Envelope, StoreError>
+where
+    C: diesel_async::AsyncConnectionCore<Backend = diesel::pg::Pg>,
+{
     let envelope = Envelope::new(event, business_id, origin, Utc::now());
     enqueue(conn, &envelope).await?;
     Ok(envelope)

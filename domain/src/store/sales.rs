@@ -100,6 +100,25 @@ struct Priced {
     total: Money,
 }
 
+/// The tenant's products named by `lines`: id → (price, currency, requires production).
+type Catalogue = HashMap<i64, (i64, String, bool)>;
+
+/// Reads the products named by `lines` (any connection: `&mut &Conn` pipelines).
+async fn catalogue<C>(conn: &mut C, tenant: Tenant, lines: &[NewLine]) -> Result<Catalogue, StoreError>
+where
+    C: diesel_async::AsyncConnectionCore<Backend = diesel::pg::Pg>,
+{
+    let ids: Vec<i64> = lines.iter().map(|l| l.product_id).collect();
+    Ok(products::table
+        .filter(products::business_id.eq(tenant.business_id).and(products::id.eq_any(&ids)))
+        .select((products::id, products::unit_price_minor, products::currency, products::requires_production))
+        .load::<(i64, i64, String, bool)>(conn)
+        .await?
+        .into_iter()
+        .map(|(id, price, cur, rp)| (id, (price, cur, rp)))
+        .collect())
+}
+
 /// Prices the lines from the tenant's products; any product not in the
 /// business is an invalid line.
 async fn price_lines(
@@ -108,18 +127,15 @@ async fn price_lines(
     currency: Currency,
     lines: Vec<NewLine>,
 ) -> Result<Priced, StoreError> {
+    let found = catalogue(conn, tenant, &lines).await?;
+    price(currency, lines, &found)
+}
+
+/// Prices the lines against the catalogue (no I/O).
+fn price(currency: Currency, lines: Vec<NewLine>, found: &Catalogue) -> Result<Priced, StoreError> {
     if lines.is_empty() {
         return Err(StoreError::invalid("lines", "a sale needs at least one line"));
     }
-    let ids: Vec<i64> = lines.iter().map(|l| l.product_id).collect();
-    let found: HashMap<i64, (i64, String, bool)> = products::table
-        .filter(products::business_id.eq(tenant.business_id).and(products::id.eq_any(&ids)))
-        .select((products::id, products::unit_price_minor, products::currency, products::requires_production))
-        .load::<(i64, i64, String, bool)>(conn)
-        .await?
-        .into_iter()
-        .map(|(id, price, cur, rp)| (id, (price, cur, rp)))
-        .collect();
     let mut priced = Vec::with_capacity(lines.len());
     let mut for_total = Vec::with_capacity(lines.len());
     for (i, line) in lines.into_iter().enumerate() {
@@ -147,12 +163,15 @@ async fn price_lines(
 }
 
 /// Writes a sale's priced lines, numbered from 1.
-async fn insert_lines(
-    conn: &mut Conn,
+async fn insert_lines<C>(
+    conn: &mut C,
     tenant: Tenant,
     sale_id: i64,
     priced: &Priced,
-) -> Result<Vec<SaleLine>, StoreError> {
+) -> Result<Vec<SaleLine>, StoreError>
+where
+    C: diesel_async::AsyncConnectionCore<Backend = diesel::pg::Pg>,
+{
     let rows: Vec<_> = priced
         .lines
         .iter()
@@ -195,6 +214,12 @@ async fn next_invoice_no(conn: &mut Conn, tenant: Tenant, now: DateTime<Utc>) ->
 }
 
 /// Creates a sale, final or draft, in one transaction; a final sale raises `sale.created`.
+///
+/// A business's sales serialize on its invoice numbering (gapless: the
+/// number's row stays locked until commit), so the statements are arranged
+/// to keep that lock short: every read comes first, pipelined in one round
+/// trip, and after the number and the sale, the lines and the outbox row go
+/// out together.
 pub async fn create(
     conn: &mut Conn,
     tenant: Tenant,
@@ -202,19 +227,32 @@ pub async fn create(
     origin: &Origin,
 ) -> Result<SaleWithLines, StoreError> {
     conn.transaction(async |conn| {
-        let business = tenancy::business(conn, tenant).await?;
-        let currency: Currency = business.currency.parse()?;
-        if let Some(customer_id) = new.customer_id {
-            let exists: i64 = customers::table
-                .filter(customers::business_id.eq(tenant.business_id).and(customers::id.eq(customer_id)))
-                .count()
-                .get_result(conn)
-                .await?;
-            if exists == 0 {
-                return Err(StoreError::invalid("customer_id", "no such customer"));
-            }
+        let (business, customers_found, found) = {
+            let (mut c1, mut c2, mut c3) = (&*conn, &*conn, &*conn);
+            let customer = async {
+                match new.customer_id {
+                    None => Ok(1),
+                    Some(id) => {
+                        customers::table
+                            .filter(customers::business_id.eq(tenant.business_id).and(customers::id.eq(id)))
+                            .count()
+                            .get_result::<i64>(&mut c2)
+                            .await
+                    }
+                }
+            };
+            futures_util::future::try_join3(
+                tenancy::business_on(&mut c1, tenant),
+                async { customer.await.map_err(StoreError::from) },
+                catalogue(&mut c3, tenant, &new.lines),
+            )
+            .await?
+        };
+        if customers_found == 0 {
+            return Err(StoreError::invalid("customer_id", "no such customer"));
         }
-        let priced = price_lines(conn, tenant, currency, new.lines).await?;
+        let currency: Currency = business.currency.parse()?;
+        let priced = price(currency, new.lines, &found)?;
         let now = Utc::now();
         let invoice_no = next_invoice_no(conn, tenant, now).await?;
         let finalized_at = (new.status == SaleStatus::Final).then_some(now);
@@ -238,12 +276,18 @@ pub async fn create(
             .get_result(conn)
             .await
             .map_err(|e| foreign_key_to_invalid(e, "location_id"))?;
-        let lines = insert_lines(conn, tenant, sale.id, &priced).await?;
-        let with_lines = SaleWithLines { sale, lines };
-        if new.status == SaleStatus::Final {
-            raise_sale_created(conn, &with_lines, origin).await?;
-        }
-        Ok(with_lines)
+        let (mut c1, mut c2) = (&*conn, &*conn);
+        let raise = async {
+            if new.status == SaleStatus::Final {
+                let flags = priced.lines.iter().map(|(l, _, rp)| (l.product_id, *rp)).collect();
+                let event = sale_created(&sale, priced.lines.iter().map(|(l, unit, _)| (l, *unit)), &flags);
+                outbox::raise_on(&mut c2, &event, Some(sale.business_id), origin).await?;
+            }
+            Ok::<_, StoreError>(())
+        };
+        let (lines, ()) =
+            futures_util::future::try_join(insert_lines(&mut c1, tenant, sale.id, &priced), raise).await?;
+        Ok(SaleWithLines { sale, lines })
     })
     .await
 }
@@ -293,6 +337,33 @@ fn foreign_key_to_invalid(e: diesel::result::Error, field: &str) -> StoreError {
     }
 }
 
+/// `sale.created` for a sale with its lines (product and unit price) and
+/// each product's requires-production flag.
+fn sale_created<'a>(
+    sale: &Sale,
+    lines: impl Iterator<Item = (&'a NewLine, i64)>,
+    requires_production: &HashMap<i64, bool>,
+) -> Event {
+    Event::SaleCreated(SaleCreated {
+        sale_id: sale.id,
+        invoice_no: sale.invoice_no.clone(),
+        customer_id: sale.customer_id,
+        location_id: sale.location_id,
+        channel: sale.channel.clone(),
+        total_minor: sale.total_minor,
+        currency: sale.currency.clone(),
+        lines: lines
+            .map(|(l, unit)| SaleLineData {
+                product_id: l.product_id,
+                quantity: l.quantity,
+                unit_price_minor: unit,
+                requires_production: requires_production.get(&l.product_id).copied().unwrap_or(false),
+            })
+            .collect(),
+    })
+}
+
+/// Raises `sale.created` for a stored sale (its products' flags read now).
 async fn raise_sale_created(conn: &mut Conn, s: &SaleWithLines, origin: &Origin) -> Result<(), StoreError> {
     let ids: Vec<i64> = s.lines.iter().map(|l| l.product_id).collect();
     let flags: HashMap<i64, bool> = products::table
@@ -302,25 +373,12 @@ async fn raise_sale_created(conn: &mut Conn, s: &SaleWithLines, origin: &Origin)
         .await?
         .into_iter()
         .collect();
-    let event = Event::SaleCreated(SaleCreated {
-        sale_id: s.sale.id,
-        invoice_no: s.sale.invoice_no.clone(),
-        customer_id: s.sale.customer_id,
-        location_id: s.sale.location_id,
-        channel: s.sale.channel.clone(),
-        total_minor: s.sale.total_minor,
-        currency: s.sale.currency.clone(),
-        lines: s
-            .lines
-            .iter()
-            .map(|l| SaleLineData {
-                product_id: l.product_id,
-                quantity: l.quantity,
-                unit_price_minor: l.unit_price_minor,
-                requires_production: flags.get(&l.product_id).copied().unwrap_or(false),
-            })
-            .collect(),
-    });
+    let lines: Vec<NewLine> = s
+        .lines
+        .iter()
+        .map(|l| NewLine { product_id: l.product_id, quantity: l.quantity, unit_price_minor: Some(l.unit_price_minor) })
+        .collect();
+    let event = sale_created(&s.sale, lines.iter().zip(s.lines.iter().map(|l| l.unit_price_minor)), &flags);
     outbox::raise(conn, &event, Some(s.sale.business_id), origin).await?;
     Ok(())
 }
