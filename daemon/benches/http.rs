@@ -118,10 +118,6 @@ fn main() {
     let businesses = env_num("BENCH_BUSINESSES", 16) as usize;
     let (cashiers, worker) = server_rt.block_on(async {
         let mut conn = db.db().conn().await.unwrap();
-        if std::env::var("EXP_NO_NOTIFY").is_ok() {
-            use diesel_async::RunQueryDsl;
-            diesel::sql_query("ALTER TABLE outbox DISABLE TRIGGER outbox_notify").execute(&mut conn).await.unwrap();
-        }
         let hash = auth::hash_password("bench-password").unwrap();
         let origin = atelier_domain::events::Origin::new("bench");
         let mut cashiers = Vec::new();
