@@ -225,3 +225,41 @@ async fn topology_verify_reports_a_queue_declared_with_other_arguments() {
     let conn = broker(&s).await;
     assert_eq!(topo.verify(&conn, t).await.unwrap().len(), 7, "teardown deleted everything");
 }
+
+/// A letter whose header text PostgreSQL refuses as read (a NUL) is still
+/// stored, its text cleaned and its body exact, instead of looping in the
+/// dlq queue; the letter after it is not held up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_with_a_nul_in_its_headers_is_stored_cleaned_not_looped() {
+    let db = TestDb::new().await;
+    let ns = namespace();
+    let vars = overrides(&ns);
+    let s = settings(&db, &vars);
+    let app = start(&db, &vars, vec![Probe::new(db.db(), Script::Apply)]).await;
+    eventually(LONG, "consumers running", || async { app.shared.metrics.consumers_running.load(Relaxed) == 2 }).await;
+    let conn = broker(&s).await;
+    let ch = confirm_channel(&conn, Duration::from_secs(5)).await.unwrap();
+    let topo = Topology::new(&s, &[(PROBE, TYPES)]);
+    let (poisoned, plain) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    for (key, error) in [(poisoned, "provider said \0bad\0 things"), (plain, "provider said no")] {
+        let mut hs = lapin::types::FieldTable::default();
+        headers::set_str(&mut hs, headers::DEAD_LETTER_ID, &key.to_string());
+        headers::set_str(&mut hs, headers::HANDLER, PROBE);
+        headers::set_str(&mut hs, headers::ERROR_KIND, "provider_4xx");
+        headers::set_str(&mut hs, headers::ERROR, error);
+        let props = event_properties(&uuid::Uuid::now_v7().to_string(), "system.ping").with_headers(hs);
+        publish_confirmed(&ch, "", &topo.dlq(), b"body \0 kept", props, Duration::from_secs(5)).await.unwrap();
+    }
+    eventually(LONG, "both letters stored", || async {
+        scalar(db.db(), "SELECT count(*) AS n FROM dead_letters").await == 2
+    })
+    .await;
+    let cleaned = format!(
+        "SELECT count(*) AS n FROM dead_letters WHERE dead_letter_key = '{poisoned}' \
+         AND last_error = 'provider said bad things' AND body = 'body \\000 kept'::bytea"
+    );
+    assert_eq!(scalar(db.db(), &cleaned).await, 1, "stored with its text cleaned and its body exact");
+    let _ = conn.close(200, "OK".into()).await;
+    app.stop().await.unwrap();
+    teardown(&s).await;
+}

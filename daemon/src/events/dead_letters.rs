@@ -3,7 +3,10 @@
 //! `x-atelier-dead-letter-id` DO NOTHING, so a redelivery keeps one row) and
 //! acked only after the insert committed. A message RabbitMQ dead-lettered by
 //! itself (the delivery limit) carries no id of ours: it gets a fresh one and
-//! the kind `delivery_limit`. While the database is down it pauses.
+//! the kind `delivery_limit`. While the database is down it pauses. A letter
+//! the table refuses (a NUL in a header's text) is stored with its text
+//! cleaned; one that still cannot be stored stays in `{ns}.dlq`, retried
+//! every [`REFUSED_PAUSE`] with an error in the log, never dropped.
 
 use crate::app::Shared;
 use crate::events::consumer::{Running, ack, consume, nack};
@@ -21,6 +24,9 @@ use lapin::options::BasicCancelOptions;
 use lapin::types::FieldTable;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
+
+/// How long ingest waits before retrying a letter the database refused.
+const REFUSED_PAUSE: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub async fn run(
     shared: Arc<Shared>,
@@ -40,11 +46,24 @@ pub async fn run(
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => match ingest(&shared, &delivery).await {
                     Ok(()) => { ack(&delivery, timeout).await; }
-                    Err(e) => {
+                    Err(e @ StoreError::Unavailable(_)) => {
                         tracing::warn!(error = %e, "dead-letter ingest failed; returning the message and pausing");
                         nack(&delivery, timeout).await;
                         if !super::wait_for_database(&shared, &stop).await {
                             break Ok(());
+                        }
+                    }
+                    Err(e) => {
+                        // Not the database being down: this letter is refused. Keep it
+                        // in the queue (never drop a dead letter) without spinning on it.
+                        tracing::error!(
+                            error = %e,
+                            "the database refused a dead letter; it stays in the dlq queue and is retried in {REFUSED_PAUSE:?}"
+                        );
+                        nack(&delivery, timeout).await;
+                        tokio::select! {
+                            _ = stop.cancelled() => break Ok(()),
+                            _ = tokio::time::sleep(REFUSED_PAUSE) => {}
                         }
                     }
                 },
@@ -103,8 +122,14 @@ async fn ingest(shared: &Shared, delivery: &Delivery) -> Result<(), StoreError> 
         last_error: error,
         error_kind: kind,
     };
-    dlq::ingest(&mut conn, &letter).await?;
-    Ok(())
+    match dlq::ingest(&mut conn, &letter).await {
+        Ok(_) => Ok(()),
+        Err(StoreError::Database(e)) => {
+            tracing::warn!(error = %e, "dead letter refused as read; storing it with NULs removed from its text");
+            dlq::ingest(&mut conn, &letter.cleaned()).await.map(|_| ())
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Dead letters by status, for `/metrics`.

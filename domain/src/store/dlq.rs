@@ -353,6 +353,34 @@ pub struct NewDeadLetter {
 }
 
 impl NewDeadLetter {
+    /// The letter with every NUL removed from its text and headers:
+    /// PostgreSQL refuses NUL in `text` and `\u0000` in `jsonb`, and a
+    /// letter must never be refused for what a producer put in a header.
+    /// The body (`bytea`) is kept exactly.
+    pub fn cleaned(&self) -> NewDeadLetter {
+        fn text(s: &str) -> String {
+            s.replace('\0', "")
+        }
+        fn json(v: &serde_json::Value) -> serde_json::Value {
+            use serde_json::Value;
+            match v {
+                Value::String(s) => Value::String(text(s)),
+                Value::Array(a) => Value::Array(a.iter().map(json).collect()),
+                Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (text(k), json(v))).collect()),
+                other => other.clone(),
+            }
+        }
+        NewDeadLetter {
+            handler: text(&self.handler),
+            event_type: self.event_type.as_deref().map(text),
+            headers: json(&self.headers),
+            last_error: text(&self.last_error),
+            error_kind: text(&self.error_kind),
+            body: self.body.clone(),
+            ..*self
+        }
+    }
+
     /// Groups letters that failed the same way: handler + error kind.
     pub fn fingerprint(&self) -> String {
         format!("{}:{}", self.handler, self.error_kind)
