@@ -59,10 +59,34 @@ pub fn init(config: &Resolved) -> Result<Guard, String> {
     Ok(Guard { _sentry: sentry })
 }
 
-/// Personal data (phones, message text) never leaves for Sentry.
+/// Log fields a breadcrumb may carry to Sentry: identifiers and kinds. Any
+/// other field (an error's text, a reason, a phone) is replaced.
+const BREADCRUMB_FIELDS: &[&str] = &[
+    "handler",
+    "kind",
+    "error_kind",
+    "event_type",
+    "event_id",
+    "dead_letter_id",
+    "attempt",
+    "level",
+    "delay_ms",
+    "deliveries",
+    "env",
+    "secret",
+];
+
+/// Personal data (phones, message text) and error texts never leave for Sentry.
 fn scrub(mut event: sentry::protocol::Event<'static>) -> sentry::protocol::Event<'static> {
     event.user = None;
     event.request = None;
+    for crumb in event.breadcrumbs.values.iter_mut() {
+        for (key, value) in crumb.data.iter_mut() {
+            if !BREADCRUMB_FIELDS.contains(&key.as_str()) {
+                *value = "[scrubbed]".into();
+            }
+        }
+    }
     for (key, value) in event.extra.iter_mut() {
         if ["phone", "text", "body", "message"].iter().any(|k| key.contains(k)) {
             *value = "[scrubbed]".into();
