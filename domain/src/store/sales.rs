@@ -279,8 +279,17 @@ pub async fn create(
         let (mut c1, mut c2) = (&*conn, &*conn);
         let raise = async {
             if new.status == SaleStatus::Final {
-                let flags = priced.lines.iter().map(|(l, _, rp)| (l.product_id, *rp)).collect();
-                let event = sale_created(&sale, priced.lines.iter().map(|(l, unit, _)| (l, *unit)), &flags);
+                let lines = priced
+                    .lines
+                    .iter()
+                    .map(|(l, unit, requires_production)| SaleLineData {
+                        product_id: l.product_id,
+                        quantity: l.quantity,
+                        unit_price_minor: *unit,
+                        requires_production: *requires_production,
+                    })
+                    .collect();
+                let event = sale_created(&sale, lines);
                 outbox::raise_on(&mut c2, &event, Some(sale.business_id), origin).await?;
             }
             Ok::<_, StoreError>(())
@@ -337,13 +346,8 @@ fn foreign_key_to_invalid(e: diesel::result::Error, field: &str) -> StoreError {
     }
 }
 
-/// `sale.created` for a sale with its lines (product and unit price) and
-/// each product's requires-production flag.
-fn sale_created<'a>(
-    sale: &Sale,
-    lines: impl Iterator<Item = (&'a NewLine, i64)>,
-    requires_production: &HashMap<i64, bool>,
-) -> Event {
+/// `sale.created` for a sale and its lines.
+fn sale_created(sale: &Sale, lines: Vec<SaleLineData>) -> Event {
     Event::SaleCreated(SaleCreated {
         sale_id: sale.id,
         invoice_no: sale.invoice_no.clone(),
@@ -352,14 +356,7 @@ fn sale_created<'a>(
         channel: sale.channel.clone(),
         total_minor: sale.total_minor,
         currency: sale.currency.clone(),
-        lines: lines
-            .map(|(l, unit)| SaleLineData {
-                product_id: l.product_id,
-                quantity: l.quantity,
-                unit_price_minor: unit,
-                requires_production: requires_production.get(&l.product_id).copied().unwrap_or(false),
-            })
-            .collect(),
+        lines,
     })
 }
 
@@ -373,12 +370,17 @@ async fn raise_sale_created(conn: &mut Conn, s: &SaleWithLines, origin: &Origin)
         .await?
         .into_iter()
         .collect();
-    let lines: Vec<NewLine> = s
+    let lines = s
         .lines
         .iter()
-        .map(|l| NewLine { product_id: l.product_id, quantity: l.quantity, unit_price_minor: Some(l.unit_price_minor) })
+        .map(|l| SaleLineData {
+            product_id: l.product_id,
+            quantity: l.quantity,
+            unit_price_minor: l.unit_price_minor,
+            requires_production: flags.get(&l.product_id).copied().unwrap_or(false),
+        })
         .collect();
-    let event = sale_created(&s.sale, lines.iter().zip(s.lines.iter().map(|l| l.unit_price_minor)), &flags);
+    let event = sale_created(&s.sale, lines);
     outbox::raise(conn, &event, Some(s.sale.business_id), origin).await?;
     Ok(())
 }
