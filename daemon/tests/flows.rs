@@ -205,8 +205,9 @@ async fn a_studio_sale_is_made_costed_completed_booked_and_notified() {
 
     // The customer was told at each stage (log provider: recorded as sent).
     let msgs = s
-        .wait_for("the notifications", Admin, "/social/messages?direction=outbound", |d| {
-            d.as_array().is_some_and(|a| a.len() == 4)
+        // A message is recorded `pending` before its send, then marked: wait for the marks.
+        .wait_for("the notifications, sent", Admin, "/social/messages?direction=outbound", |d| {
+            d.as_array().is_some_and(|a| a.len() == 4 && a.iter().all(|m| m["status"] != "pending"))
         })
         .await;
     let mut kinds: Vec<&str> =

@@ -25,17 +25,17 @@ use atelier_domain::bus::headers::{self as h, get_str, get_u32, set_str, set_u32
 use atelier_domain::bus::{Topology, publish_confirmed};
 use atelier_domain::events::{Envelope, Event};
 use chrono::Utc;
-use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel};
 use rand::Rng;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -205,9 +205,12 @@ pub async fn run(
     let queue = topology.handler_queue(handler.name());
     let (mut consumer, tag) = consume(&channel, &queue, handler.name(), settings.amqp.prefetch).await?;
     let _running = Running::new(shared.metrics.clone());
-    let permits = Arc::new(Semaphore::new(settings.amqp.concurrency));
+    let concurrency = settings.amqp.concurrency;
     let paused = Arc::new(AtomicBool::new(false));
-    let mut inflight = JoinSet::new();
+    // The deliveries being handled, polled by this task (not one spawned
+    // task each): handlers wait on I/O, and a spawn per delivery cost the
+    // no-op path a task allocation and a wake-up of another worker thread.
+    let mut inflight = FuturesUnordered::new();
     let acks = Acks::new(settings.amqp.prefetch);
     let acks_done = CancellationToken::new();
     let acker = tokio::spawn(acks.clone().run(acks_done.clone(), settings.amqp.publish_timeout));
@@ -220,32 +223,22 @@ pub async fn run(
         acks: acks.clone(),
     });
     let outcome = loop {
-        while inflight.try_join_next().is_some() {}
         if paused.load(Relaxed) {
             // Let in-flight deliveries settle, then wait for the database.
-            while inflight.join_next().await.is_some() {}
+            while inflight.next().await.is_some() {}
             if !super::wait_for_database(&shared, &stop).await {
                 break Ok(());
             }
             paused.store(false, Relaxed);
         }
-        let permit = tokio::select! {
-            _ = stop.cancelled() => break Ok(()),
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break Ok(()) },
-        };
         tokio::select! {
             biased;
             _ = stop.cancelled() => break Ok(()),
-            next = consumer.next() => match next {
+            Some(()) = inflight.next(), if !inflight.is_empty() => {}
+            next = consumer.next(), if inflight.len() < concurrency => match next {
                 Some(Ok(delivery)) => {
                     acks.received(delivery.delivery_tag);
-                    let work = work.clone();
-                    inflight.spawn(async move {
-                        // Even if the handler panics, the tag must not hold back later acks.
-                        let _forget = Forget(work.acks.clone(), delivery.delivery_tag);
-                        work.process(delivery).await;
-                        drop(permit);
-                    });
+                    inflight.push(handle_one(work.clone(), Box::new(delivery)));
                 }
                 Some(Err(e)) => break Err(format!("consumer of {queue}: {e}")),
                 None => break Err(format!("the consumer of {queue} stopped (channel or connection closed)")),
@@ -259,13 +252,26 @@ pub async fn run(
         )
         .await;
     }
-    while inflight.join_next().await.is_some() {}
+    while inflight.next().await.is_some() {}
     acks_done.cancel();
     let _ = acker.await;
     outcome
 }
 
-/// Drops a delivery from the in-flight set when its task ends, however it ends.
+/// Handles one delivery. A panicking handler is contained here: the panic is
+/// logged (and sent to Sentry by its panic hook), the delivery is left
+/// unacked for the broker to redeliver when the channel closes, and the
+/// consumer goes on with the others.
+async fn handle_one(work: Arc<Work>, delivery: Box<Delivery>) {
+    // However this ends, the tag must not hold back later acks.
+    let _forget = Forget(work.acks.clone(), delivery.delivery_tag);
+    let handler = work.handler.name();
+    if AssertUnwindSafe(work.process(delivery)).catch_unwind().await.is_err() {
+        tracing::error!(handler, "the handler panicked; the delivery stays unacked and will be redelivered");
+    }
+}
+
+/// Drops a delivery from the in-flight set when its handling ends, however it ends.
 struct Forget(Arc<Acks>, u64);
 
 impl Drop for Forget {
@@ -293,7 +299,7 @@ enum Settle {
 }
 
 impl Work {
-    async fn process(&self, delivery: Delivery) {
+    async fn process(&self, delivery: Box<Delivery>) {
         let started = Instant::now();
         let headers = delivery.properties.headers().as_ref();
         let attempt = get_u32(headers, h::ATTEMPT).unwrap_or(0);
@@ -330,7 +336,13 @@ impl Work {
             };
             let series = self.shared.metrics.series(name, &event_type);
             series.consumed.fetch_add(1, Relaxed);
-            self.settle(delivery, attempt, &event_type, settle, &series).await;
+            match settle {
+                Settle::Ack => self.succeeded(delivery, &series),
+                // Boxed: the failure paths' publishes make a large future, and
+                // every delivery's task would otherwise be sized (and copied
+                // at spawn) for them.
+                failed => Box::pin(self.settle(delivery, attempt, &event_type, failed, &series)).await,
+            }
             series.observe(started.elapsed());
         }
         .instrument(span)
@@ -349,7 +361,13 @@ impl Work {
         }
     }
 
-    async fn settle(&self, delivery: Delivery, attempt: u32, event_type: &str, settle: Settle, series: &Series) {
+    /// The effects are committed: count it and ack it (coalesced).
+    fn succeeded(&self, delivery: Box<Delivery>, series: &Series) {
+        series.succeeded.fetch_add(1, Relaxed);
+        self.acks.settle(delivery.delivery_tag, delivery.acker);
+    }
+
+    async fn settle(&self, delivery: Box<Delivery>, attempt: u32, event_type: &str, settle: Settle, series: &Series) {
         let timeout = self.shared.config.settings.amqp.publish_timeout;
         let policy = self.shared.config.settings.retry_for(self.handler.name());
         let settle = match settle {
@@ -359,10 +377,7 @@ impl Work {
             other => other,
         };
         match settle {
-            Settle::Ack => {
-                series.succeeded.fetch_add(1, Relaxed);
-                self.acks.settle(delivery.delivery_tag, delivery.acker);
-            }
+            Settle::Ack => self.succeeded(delivery, series),
             Settle::Requeue(reason) => {
                 series.transient.fetch_add(1, Relaxed);
                 tracing::warn!(%reason, "a dependency is down: returning the delivery and pausing");
