@@ -263,3 +263,22 @@ async fn a_dead_letter_with_a_nul_in_its_headers_is_stored_cleaned_not_looped() 
     app.stop().await.unwrap();
     teardown(&s).await;
 }
+
+/// A handler that panics takes down neither the consumer nor the deliveries
+/// handled beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_leaves_the_consumer_running() {
+    let db = TestDb::new().await;
+    let ns = namespace();
+    let vars = overrides(&ns);
+    let s = settings(&db, &vars);
+    let probe = Probe::new(db.db(), Script::PanicOnce);
+    let app = start(&db, &vars, vec![probe.clone()]).await;
+    raise(db.db(), 5).await;
+    eventually(LONG, "the four other events applied", || async { probe.applied.load(Relaxed) == 4 }).await;
+    assert_eq!(app.shared.metrics.consumers_running.load(Relaxed), 2, "the consumers still run");
+    raise(db.db(), 1).await;
+    eventually(LONG, "a later event applied too", || async { probe.applied.load(Relaxed) == 5 }).await;
+    app.stop().await.unwrap();
+    teardown(&s).await;
+}

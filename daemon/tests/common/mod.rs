@@ -82,6 +82,8 @@ pub mod events {
         FailTimes(u32),
         /// Always retryable.
         AlwaysFail,
+        /// Panics on the very first call, then applies every event.
+        PanicOnce,
     }
 
     pub struct Probe {
@@ -130,8 +132,13 @@ pub mod events {
                     v.push(Instant::now());
                     v.len() as u32
                 };
-                self.order.lock().unwrap().push(envelope.id);
+                let first_call = {
+                    let mut order = self.order.lock().unwrap();
+                    order.push(envelope.id);
+                    order.len() == 1
+                };
                 match self.script {
+                    Script::PanicOnce if first_call => panic!("the probe panics on its first call"),
                     Script::AlwaysFail => {
                         return Err(HandlerError::Retryable {
                             kind: "provider_503",
