@@ -86,7 +86,11 @@ impl Metrics {
             ("succeeded", "Deliveries handled and acked", |s| s.succeeded.load(Relaxed)),
             ("retried", "Deliveries sent to a delayed-retry level", |s| s.retried.load(Relaxed)),
             ("dead_lettered", "Deliveries dead-lettered", |s| s.dead_lettered.load(Relaxed)),
-            ("transient_failures", "Deliveries returned because a dependency was down", |s| s.transient.load(Relaxed)),
+            (
+                "transient_failures",
+                "Transient failures (a dependency down): the delivery kept and handled again",
+                |s| s.transient.load(Relaxed),
+            ),
         ];
         for (name, help, pick) in counters {
             let _ = writeln!(out, "# HELP atelier_events_{name}_total {help}.");

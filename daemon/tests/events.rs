@@ -282,3 +282,25 @@ async fn a_panicking_handler_leaves_the_consumer_running() {
     app.stop().await.unwrap();
     teardown(&s).await;
 }
+
+/// A transient failure keeps the delivery instead of returning it to the
+/// queue: more of them than the queue's delivery limit (3 here) neither
+/// uses a retry nor dead-letters the event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_transient_failures_than_the_delivery_limit_never_dead_letter() {
+    let db = TestDb::new().await;
+    let ns = namespace();
+    let mut vars = overrides(&ns);
+    vars.push(("ATELIER__AMQP__DELIVERY_LIMIT".into(), "3".into()));
+    let s = settings(&db, &vars);
+    let probe = Probe::new(db.db(), Script::TransientTimes(5));
+    let app = start(&db, &vars, vec![probe.clone()]).await;
+    let id = raise(db.db(), 1).await[0];
+    eventually(LONG, "the event applied", || async { probe.applied.load(Relaxed) == 1 }).await;
+    assert_eq!(probe.calls_of(id).len(), 6, "5 transient failures, then applied");
+    assert_eq!(scalar(db.db(), "SELECT count(*) AS n FROM dead_letters").await, 0, "never dead-lettered");
+    assert_eq!(app.shared.metrics.total(PROBE, |m| m.retried.load(Relaxed)), 0, "no retry used");
+    assert_eq!(app.shared.metrics.total(PROBE, |m| m.transient.load(Relaxed)), 5);
+    app.stop().await.unwrap();
+    teardown(&s).await;
+}

@@ -9,8 +9,10 @@
 //!   dead-letter;
 //! - Permanent, malformed JSON, unknown type or version, too large →
 //!   dead-letter at once with the reason;
-//! - Transient (the database is down) → nack with requeue, no retry used,
-//!   and consumption pauses until the database answers.
+//! - Transient (the database is down) → consumption pauses and the delivery
+//!   is kept and handled again once the database answers: no retry used, and
+//!   no return to the queue (returns count toward its `x-delivery-limit`);
+//!   only at shutdown is it returned with a nack.
 //!
 //! Jitter: a retry level's queue has one TTL (no head-of-line blocking), so
 //! each copy also carries a per-message `expiration` drawn from
@@ -38,6 +40,11 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+
+/// The wait before handling a delivery again after a transient failure,
+/// doubling up to the maximum.
+const TRANSIENT_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const TRANSIENT_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// Longest error text kept in headers and the dead-letter store.
 const MAX_ERROR_LEN: usize = 500;
@@ -221,6 +228,7 @@ pub async fn run(
         channel: channel.clone(),
         paused: paused.clone(),
         acks: acks.clone(),
+        stop: stop.clone(),
     });
     let outcome = loop {
         if paused.load(Relaxed) {
@@ -288,6 +296,7 @@ struct Work {
     channel: Channel,
     paused: Arc<AtomicBool>,
     acks: Arc<Acks>,
+    stop: CancellationToken,
 }
 
 /// How a delivery ends.
@@ -349,15 +358,40 @@ impl Work {
         .await
     }
 
+    /// Handles the event; while a dependency is down (a transient failure)
+    /// the delivery is kept and handled again once the database answers,
+    /// consumption paused meanwhile. It is not returned to the queue: each
+    /// return would count toward the queue's `x-delivery-limit`, and a long
+    /// or flapping outage must never dead-letter an event. Only at shutdown
+    /// is it returned (`Requeue`).
     async fn handle(&self, envelope: &Envelope<Event>) -> Settle {
-        match self.handler.handle(envelope).await {
-            Ok(outcome) => {
-                tracing::debug!(?outcome, "handled");
-                Settle::Ack
+        let mut backoff = TRANSIENT_BACKOFF_MIN;
+        loop {
+            match self.handler.handle(envelope).await {
+                Ok(outcome) => {
+                    tracing::debug!(?outcome, "handled");
+                    return Settle::Ack;
+                }
+                Err(HandlerError::Transient(reason)) => {
+                    self.shared
+                        .metrics
+                        .series(self.handler.name(), &envelope.event_type)
+                        .transient
+                        .fetch_add(1, Relaxed);
+                    tracing::warn!(%reason, retry_in = ?backoff, "a dependency is down: pausing, keeping the delivery");
+                    self.paused.store(true, Relaxed);
+                    let waited = tokio::select! {
+                        _ = self.stop.cancelled() => false,
+                        _ = tokio::time::sleep(backoff) => true,
+                    };
+                    if !waited || !super::wait_for_database(&self.shared, &self.stop).await {
+                        return Settle::Requeue(reason);
+                    }
+                    backoff = (backoff * 2).min(TRANSIENT_BACKOFF_MAX);
+                }
+                Err(HandlerError::Retryable { kind, reason }) => return Settle::Retry { kind, reason },
+                Err(HandlerError::Permanent { kind, reason }) => return Settle::Dead { kind, reason },
             }
-            Err(HandlerError::Transient(reason)) => Settle::Requeue(reason),
-            Err(HandlerError::Retryable { kind, reason }) => Settle::Retry { kind, reason },
-            Err(HandlerError::Permanent { kind, reason }) => Settle::Dead { kind, reason },
         }
     }
 
@@ -379,9 +413,7 @@ impl Work {
         match settle {
             Settle::Ack => self.succeeded(delivery, series),
             Settle::Requeue(reason) => {
-                series.transient.fetch_add(1, Relaxed);
-                tracing::warn!(%reason, "a dependency is down: returning the delivery and pausing");
-                self.paused.store(true, Relaxed);
+                tracing::info!(%reason, "shutting down while a dependency is down: returning the delivery");
                 nack(&delivery, timeout).await;
                 self.acks.forget(delivery.delivery_tag);
             }

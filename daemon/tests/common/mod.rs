@@ -84,6 +84,8 @@ pub mod events {
         AlwaysFail,
         /// Panics on the very first call, then applies every event.
         PanicOnce,
+        /// Transient (a dependency down) for the first n deliveries of each event, then applies.
+        TransientTimes(u32),
     }
 
     pub struct Probe {
@@ -144,6 +146,9 @@ pub mod events {
                             kind: "provider_503",
                             reason: "provider answered 503".into(),
                         });
+                    }
+                    Script::TransientTimes(k) if n <= k => {
+                        return Err(HandlerError::Transient(format!("database unavailable (call {n})")));
                     }
                     Script::FailTimes(k) if n <= k => {
                         return Err(HandlerError::Retryable {
