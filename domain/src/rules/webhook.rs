@@ -92,6 +92,30 @@ struct MetaEntry {
     id: Option<String>,
     #[serde(default)]
     changes: Vec<MetaChange>,
+    /// Messenger and Instagram: one event per message (no `changes`).
+    #[serde(default)]
+    messaging: Vec<MessagingEvent>,
+}
+#[derive(Deserialize)]
+struct MessagingEvent {
+    sender: MessagingParty,
+    #[serde(default)]
+    recipient: Option<MessagingParty>,
+    #[serde(default)]
+    message: Option<MessagingMessage>,
+}
+#[derive(Deserialize)]
+struct MessagingParty {
+    id: String,
+}
+#[derive(Deserialize)]
+struct MessagingMessage {
+    mid: String,
+    #[serde(default)]
+    text: Option<String>,
+    /// Our own messages echoed back to the page.
+    #[serde(default)]
+    is_echo: bool,
 }
 #[derive(Deserialize)]
 struct MetaChange {
@@ -161,6 +185,18 @@ pub fn parse(channel_type: &str, body: &[u8]) -> Result<Vec<InboundMessage>, Pay
     let p: MetaPayload = serde_json::from_slice(body).map_err(bad)?;
     let mut out = Vec::new();
     for entry in p.entry {
+        // Messenger and Instagram: the sender is a page-scoped id (the
+        // address a reply goes to, as a phone is on WhatsApp).
+        for event in entry.messaging {
+            let Some(message) = event.message else { continue };
+            let Some(text) = message.text.filter(|_| !message.is_echo) else { continue };
+            out.push(InboundMessage {
+                account_id: event.recipient.map(|r| r.id).or_else(|| entry.id.clone()),
+                provider_message_id: message.mid,
+                from: event.sender.id,
+                text,
+            });
+        }
         for change in entry.changes {
             let Some(value) = change.value else { continue };
             let account = value.metadata.and_then(|m| m.phone_number_id).or_else(|| entry.id.clone());
@@ -212,6 +248,28 @@ mod tests {
         assert_eq!((m[0].provider_message_id.as_str(), m[0].text.as_str()), ("wamid.1", "I want to order"));
         assert!(parse("whatsapp", b"{not json").is_err());
         assert_eq!(parse("facebook", br#"{"entry":[{"changes":[{"value":{"statuses":[]}}]}]}"#).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn messenger_and_instagram_payloads_yield_their_text_messages() {
+        let body = br#"{"object":"page","entry":[{"id":"PAGE1","time":1,"messaging":[
+            {"sender":{"id":"PSID7"},"recipient":{"id":"PAGE1"},"timestamp":1,"message":{"mid":"m_1","text":"I want to order"}},
+            {"sender":{"id":"PAGE1"},"recipient":{"id":"PSID7"},"message":{"mid":"m_2","text":"Thanks!","is_echo":true}},
+            {"sender":{"id":"PSID7"},"recipient":{"id":"PAGE1"},"read":{"watermark":1}},
+            {"sender":{"id":"PSID7"},"recipient":{"id":"PAGE1"},"message":{"mid":"m_3","attachments":[]}}]}]}"#;
+        for channel in ["facebook", "instagram"] {
+            let m = parse(channel, body).unwrap();
+            assert_eq!(
+                m,
+                vec![InboundMessage {
+                    account_id: Some("PAGE1".into()),
+                    provider_message_id: "m_1".into(),
+                    from: "PSID7".into(),
+                    text: "I want to order".into(),
+                }],
+                "{channel}: the text message only (no echo, read receipt or attachment)"
+            );
+        }
     }
 
     #[test]
