@@ -312,6 +312,52 @@ fn sign(secret: &str, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(m.finalize().into_bytes()))
 }
 
+/// A signed Messenger (or Instagram) webhook is stored with its sender's
+/// page-scoped id, once, with its event; our own echoed message is not.
+#[tokio::test]
+async fn messenger_and_instagram_webhooks_store_their_messages() {
+    let mut f = fixture().await;
+    let admin = f.a.token("admin").to_owned();
+    let biz = f.a.tenant.business_id;
+    for (channel, page) in [("facebook", "PAGE1"), ("instagram", "IGACCOUNT")] {
+        let (s, v) = send(
+            &f.app,
+            Method::PUT,
+            "/social/channels",
+            Some(&admin),
+            Some(json!({"channel_type": channel, "account_id": page, "webhook_secret": "page-secret-0123456789"})),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        let body = serde_json::to_vec(&json!({"object": "page", "entry": [{"id": page, "time": 1, "messaging": [
+            {"sender": {"id": "PSID7"}, "recipient": {"id": page}, "message": {"mid": format!("m_{channel}"), "text": "I want to order"}},
+            {"sender": {"id": page}, "recipient": {"id": "PSID7"}, "message": {"mid": "echo", "text": "Thanks", "is_echo": true}}]}]}))
+        .unwrap();
+        let url = f.app.url(&format!("/api/v1/social/webhook/{channel}?business_id={biz}"));
+        let res = f
+            .app
+            .client
+            .post(url)
+            .header("content-type", "application/json")
+            .header("X-Hub-Signature-256", sign("page-secret-0123456789", &body))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{channel}");
+    }
+    let mut conn = f.app.db.db().conn().await.unwrap();
+    let rows = outbox::for_business(&mut conn, biz).await.unwrap();
+    let received: Vec<_> = rows.iter().filter(|r| r.event_type == "social.message.received").collect();
+    assert_eq!(received.len(), 2, "one message per channel, no echo");
+    for (row, channel) in received.iter().zip(["facebook", "instagram"]) {
+        assert_eq!(row.envelope["data"]["channel_type"], channel);
+        assert_eq!(row.envelope["data"]["provider_message_id"], format!("m_{channel}"));
+        assert_eq!(row.envelope["data"]["phone"], "PSID7");
+    }
+    f.app.stop().await;
+}
+
 fn whatsapp(id: &str, text: &str) -> Vec<u8> {
     serde_json::to_vec(&json!({"object": "whatsapp_business_account", "entry": [{"id": "WABA", "changes": [{"field": "messages", "value": {
         "metadata": {"phone_number_id": "1555"},
