@@ -1,7 +1,7 @@
-//! Sentry reporting of dead letters, against a local server that stands in
-//! for Sentry (it accepts envelopes as Sentry's ingest endpoint does): a
-//! dead-lettered event is reported once, named by handler, type, event id and
-//! error kind, and never carries the error text or the payload. Sentry is
+//! Sentry reporting, against a local server that stands in for Sentry (it
+//! accepts envelopes as Sentry's ingest endpoint does): a dead-lettered event
+//! is reported, named by handler, type, event id and error kind, and never
+//! carries the error text or the payload; a panic is reported. Sentry is
 //! started before the runtime, as `atelierd` starts it.
 
 mod common;
@@ -15,7 +15,7 @@ use std::time::Duration;
 const LONG: Duration = Duration::from_secs(30);
 
 #[test]
-fn a_dead_letter_is_reported_to_sentry_without_its_error_text_or_payload() {
+fn dead_letters_and_panics_are_reported_to_sentry_without_error_texts_or_payloads() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -74,6 +74,14 @@ fn a_dead_letter_is_reported_to_sentry_without_its_error_text_or_payload() {
         }
         assert!(!report.contains("provider answered 503"), "the error text stays out of Sentry: {report}");
         assert!(!report.contains("ping_id"), "the payload stays out of Sentry: {report}");
+
+        // A panic anywhere in the process is reported too.
+        let panicked = std::thread::spawn(|| panic!("a deliberate panic for the Sentry test")).join();
+        assert!(panicked.is_err());
+        eventually(LONG, "the panic reported to Sentry", || async {
+            received.lock().unwrap().iter().any(|b| b.contains("a deliberate panic for the Sentry test"))
+        })
+        .await;
         daemon.stop().await.unwrap();
         let settings = common::events::settings(&db, &vars);
         teardown(&settings).await;
