@@ -55,6 +55,9 @@ pub struct Shared {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The API's token signing keys (current + previous).
     pub keys: http::api::auth::Keys,
+    /// Wakes this process's outbox relay: raised after an API request or a
+    /// handled event may have written outbox rows (see `events::relay`).
+    pub outbox_written: tokio::sync::Notify,
 }
 
 /// A started daemon.
@@ -101,6 +104,7 @@ impl App {
             shutdown: CancellationToken::new(),
             metrics: Default::default(),
             keys,
+            outbox_written: tokio::sync::Notify::new(),
         });
         let mut tasks = JoinSet::new();
         let mut http_addr = None;

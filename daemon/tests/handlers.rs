@@ -709,6 +709,7 @@ async fn the_registry_builds_every_handler_from_the_configuration() {
         shutdown: Default::default(),
         metrics: Default::default(),
         keys,
+        outbox_written: Default::default(),
     });
     let all = handlers::all(&shared);
     let names: Vec<_> = all.iter().map(|h| h.name()).collect();

@@ -79,7 +79,8 @@ pub struct AmqpSettings {
     /// Connecting (and reconnecting) gives up after this long.
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
-    /// The outbox relay's poll interval (it also wakes on NOTIFY atelier_outbox).
+    /// The outbox relay's poll interval (it is also woken in-process after an
+    /// API change or an applied event).
     #[serde(default = "default_outbox_poll", with = "humantime_serde")]
     pub outbox_poll: Duration,
     /// Whether this process runs the outbox relay (several may; each takes

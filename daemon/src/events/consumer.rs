@@ -21,7 +21,7 @@
 //! most `jitter × delay` longer, still within the level's delay.
 
 use crate::app::Shared;
-use crate::events::handler::{Handler, HandlerError};
+use crate::events::handler::{Handler, HandlerError, Outcome};
 use crate::metrics::Series;
 use atelier_domain::bus::headers::{self as h, get_str, get_u32, set_str, set_u32};
 use atelier_domain::bus::{Topology, publish_confirmed};
@@ -370,6 +370,9 @@ impl Work {
             match self.handler.handle(envelope).await {
                 Ok(outcome) => {
                     tracing::debug!(?outcome, "handled");
+                    if outcome == Outcome::Applied {
+                        self.shared.outbox_written.notify_one();
+                    }
                     return Settle::Ack;
                 }
                 Err(HandlerError::Transient(reason)) => {

@@ -6,9 +6,12 @@
 //! relay side by side without publishing a row twice in normal operation (a
 //! crash between confirm and commit publishes it again: consumers dedupe).
 //!
-//! Wake-up: LISTEN `atelier_outbox` on a dedicated connection (the outbox
-//! trigger NOTIFYs on insert) combined with a poll every `amqp.outbox_poll`,
-//! which also covers the time the LISTEN connection is down.
+//! Wake-up: in-process, after an API request that changed something or an
+//! event a handler applied (`Shared::outbox_written`), and otherwise a poll
+//! every `amqp.outbox_poll`, which covers rows written by other processes
+//! (an HTTP-only `atelierd`, the CLI). There is no NOTIFY: a transaction
+//! that notifies holds a database-wide lock through its commit's WAL flush,
+//! which serialized every sale's commit (migration `outbox_wake_in_process`).
 
 use crate::app::Shared;
 use atelier_domain::bus::publish::{await_confirm, event_properties, start_publish};
@@ -17,13 +20,11 @@ use atelier_domain::store::StoreError;
 use atelier_domain::store::outbox;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use futures_util::StreamExt;
+use diesel_async::{AsyncConnection, RunQueryDsl};
 use lapin::Channel;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
@@ -47,13 +48,11 @@ pub async fn run(
     channel: Channel,
     stop: CancellationToken,
 ) -> Result<(), String> {
-    let wake = Arc::new(Notify::new());
-    let listener = tokio::spawn(listen(shared.clone(), wake.clone(), stop.clone()));
     let poll = shared.config.settings.amqp.outbox_poll;
     let batch = shared.config.settings.amqp.outbox_batch;
     let exchange = topology.events_exchange();
     let mut last_gauge = Instant::now() - Duration::from_secs(10);
-    let outcome = loop {
+    loop {
         let mut failed = None;
         loop {
             if stop.is_cancelled() {
@@ -81,12 +80,10 @@ pub async fn run(
         }
         tokio::select! {
             _ = stop.cancelled() => break Ok(()),
-            _ = wake.notified() => {}
+            _ = shared.outbox_written.notified() => {}
             _ = tokio::time::sleep(poll) => {}
         }
-    };
-    listener.abort();
-    outcome
+    }
 }
 
 /// Publishes one batch in one transaction; returns how many rows it took.
@@ -164,33 +161,5 @@ async fn update_gauges(shared: &Shared) {
         shared.metrics.outbox_backlog.store(count, Relaxed);
         let lag = oldest.map(|t: DateTime<Utc>| (Utc::now() - t).num_milliseconds().max(0)).unwrap_or(0);
         shared.metrics.outbox_lag_ms.store(lag, Relaxed);
-    }
-}
-
-/// LISTEN atelier_outbox on a connection of its own; wakes the relay on each
-/// notification. Reconnects every few seconds while the database is down.
-async fn listen(shared: Arc<Shared>, wake: Arc<Notify>, stop: CancellationToken) {
-    loop {
-        match AsyncPgConnection::establish(&shared.db.url().expose()).await {
-            Ok(mut conn) => {
-                if diesel::sql_query("LISTEN atelier_outbox").execute(&mut conn).await.is_ok() {
-                    let mut notes = std::pin::pin!(conn.notifications_stream());
-                    loop {
-                        tokio::select! {
-                            _ = stop.cancelled() => return,
-                            n = notes.next() => match n {
-                                Some(Ok(_)) => wake.notify_one(),
-                                _ => break,
-                            }
-                        }
-                    }
-                }
-            }
-            Err(e) => tracing::debug!(error = %e, "outbox LISTEN connection failed; polling meanwhile"),
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-        }
     }
 }

@@ -241,8 +241,25 @@ pub fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
                 .into_response()
         })
         .layer(DefaultBodyLimit::max(http.body_limit))
+        .layer(from_fn_with_state(shared.clone(), wake_relay))
         .layer(from_fn_with_state(http.request_timeout, guard))
         .layer(from_fn(request_id))
+}
+
+/// After a successful change (any method but GET and HEAD), wakes this
+/// process's outbox relay: the change may have raised events, and the relay
+/// publishes them now instead of at its next poll.
+async fn wake_relay(
+    axum::extract::State(shared): axum::extract::State<Arc<Shared>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let changes = !req.method().is_safe();
+    let res = next.run(req).await;
+    if changes && res.status().is_success() {
+        shared.outbox_written.notify_one();
+    }
+    res
 }
 
 /// A request's id: the caller's `x-request-id` when it is a UUID, else a new one.
