@@ -5,7 +5,9 @@
 //! spread over `BENCH_BUSINESSES` studios: a studio's sales serialize on its
 //! gapless invoice numbering), then prints
 //! requests/s and p50/p99 latency for each. Bounded: a few seconds per route,
-//! loopback only. `BENCH_SECONDS` and `BENCH_CONNECTIONS` override the defaults.
+//! loopback only. `BENCH_SECONDS` and `BENCH_CONNECTIONS` override the defaults;
+//! `BENCH_ROUTES=studios,health` runs only the routes whose names contain one of
+//! the comma-separated words.
 
 use atelier_daemon::app::{App, Roles};
 use atelier_domain::auth;
@@ -106,7 +108,7 @@ fn main() {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../environments");
         let vars = vec![
             ("ATELIER__DATABASE__URL".to_owned(), format!("{:?}", db.url())),
-            ("ATELIER__DATABASE__POOL_SIZE".to_owned(), "16".to_owned()),
+            ("ATELIER__DATABASE__POOL_SIZE".to_owned(), env_num("BENCH_POOL", 16).to_string()),
             ("ATELIER__LOG__LEVEL".to_owned(), "error".to_owned()),
         ];
         let cfg = config::load_with(&dir, "test", &vars).expect("test configuration");
@@ -217,7 +219,8 @@ fn main() {
         "HTTP benchmark: {connections} connections, {seconds}s per route after 1s warm-up, loopback, one process; N = {businesses} studios"
     );
     println!("{:<32} {:>10} {:>8} {:>10} {:>10} {:>10}", "route", "requests", "errors", "req/s", "p50 ms", "p99 ms");
-    for r in &routes {
+    let only = std::env::var("BENCH_ROUTES").unwrap_or_default();
+    for r in routes.iter().filter(|r| only.is_empty() || only.split(',').any(|o| r.name.contains(o.trim()))) {
         let f = client_rt.block_on(load(&base, r, connections, seconds));
         println!(
             "{:<32} {:>10} {:>8} {:>10.0} {:>10.2} {:>10.2}",

@@ -3,7 +3,7 @@
 //! `sale.created`; a payment raises `payment.received`, each in the same
 //! transaction as the change.
 
-use super::schema::{customers, invoice_sequences, payments, products, sale_lines, sales};
+use super::schema::{customers, payments, products, sale_lines, sales};
 use super::{Conn, StoreError, Tenant, outbox, tenancy};
 use crate::events::{Event, Origin, PaymentReceived, SaleCreated, SaleLineData};
 use crate::rules::money::{Currency, Money};
@@ -162,64 +162,74 @@ fn price(currency: Currency, lines: Vec<NewLine>, found: &Catalogue) -> Result<P
     Ok(Priced { lines: priced, total })
 }
 
-/// Writes a sale's priced lines, numbered from 1.
-async fn insert_lines<C>(
-    conn: &mut C,
-    tenant: Tenant,
-    sale_id: i64,
-    priced: &Priced,
-) -> Result<Vec<SaleLine>, StoreError>
-where
-    C: diesel_async::AsyncConnectionCore<Backend = diesel::pg::Pg>,
-{
-    let rows: Vec<_> = priced
-        .lines
-        .iter()
-        .enumerate()
-        .map(|(i, (l, unit, _))| {
-            (
-                sale_lines::business_id.eq(tenant.business_id),
-                sale_lines::sale_id.eq(sale_id),
-                sale_lines::line_no.eq(i as i32 + 1),
-                sale_lines::product_id.eq(l.product_id),
-                sale_lines::quantity.eq(l.quantity),
-                sale_lines::unit_price_minor.eq(*unit),
-                sale_lines::line_total_minor.eq(*unit * i64::from(l.quantity)),
-            )
-        })
-        .collect();
-    Ok(diesel::insert_into(sale_lines::table)
-        .values(rows)
-        .returning(SaleLine::as_returning())
-        .get_results(conn)
-        .await?)
+/// Writes a sale's priced lines, numbered from 1: one single-row insert per
+/// line, pipelined on `conn` in one round trip. Each is a cached
+/// prepared statement; one multi-row insert would not be (its text changes
+/// with the number of lines), and diesel-async prepares an uncached statement
+/// in a round trip of its own.
+async fn insert_lines(conn: &Conn, tenant: Tenant, sale_id: i64, priced: &Priced) -> Result<Vec<SaleLine>, StoreError> {
+    let inserts = priced.lines.iter().enumerate().map(|(i, (l, unit, _))| {
+        let mut c = conn;
+        async move {
+            diesel::insert_into(sale_lines::table)
+                .values((
+                    sale_lines::business_id.eq(tenant.business_id),
+                    sale_lines::sale_id.eq(sale_id),
+                    sale_lines::line_no.eq(i as i32 + 1),
+                    sale_lines::product_id.eq(l.product_id),
+                    sale_lines::quantity.eq(l.quantity),
+                    sale_lines::unit_price_minor.eq(*unit),
+                    sale_lines::line_total_minor.eq(*unit * i64::from(l.quantity)),
+                ))
+                .returning(SaleLine::as_returning())
+                .get_result(&mut c)
+                .await
+        }
+    });
+    Ok(futures_util::future::try_join_all(inserts).await?)
 }
 
 /// The next invoice number of the business for `now`'s month.
 async fn next_invoice_no(conn: &mut Conn, tenant: Tenant, now: DateTime<Utc>) -> Result<String, StoreError> {
     let period = sale::invoice_period(now.year(), now.month());
-    let seq: i32 = diesel::insert_into(invoice_sequences::table)
-        .values((
-            invoice_sequences::business_id.eq(tenant.business_id),
-            invoice_sequences::period.eq(&period),
-            invoice_sequences::last_no.eq(1),
-        ))
-        .on_conflict((invoice_sequences::business_id, invoice_sequences::period))
-        .do_update()
-        .set(invoice_sequences::last_no.eq(invoice_sequences::last_no + 1))
-        .returning(invoice_sequences::last_no)
-        .get_result(conn)
-        .await?;
+    let seq: i32 = NextInvoiceSeq { business_id: tenant.business_id, period: period.clone() }.get_result(conn).await?;
     Ok(sale::invoice_no(&period, seq))
+}
+
+/// Takes the next number of a business's invoice sequence for a period
+/// (locking its row until commit). Written out because diesel never caches an
+/// upsert's prepared statement (an `ON CONFLICT DO UPDATE` is prepared anew,
+/// in a round trip of its own, each time), and this one runs while the
+/// business's sales wait for the lock.
+#[derive(diesel::query_builder::QueryId)]
+struct NextInvoiceSeq {
+    business_id: i64,
+    period: String,
+}
+
+impl diesel::query_builder::Query for NextInvoiceSeq {
+    type SqlType = diesel::sql_types::Integer;
+}
+
+impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for NextInvoiceSeq {
+    fn walk_ast<'b>(&'b self, mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>) -> QueryResult<()> {
+        out.push_sql("INSERT INTO invoice_sequences (business_id, period, last_no) VALUES (");
+        out.push_bind_param::<diesel::sql_types::BigInt, _>(&self.business_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<diesel::sql_types::Text, _>(&self.period)?;
+        out.push_sql(", 1) ON CONFLICT (business_id, period) DO UPDATE SET last_no = invoice_sequences.last_no + 1");
+        out.push_sql(" RETURNING last_no");
+        Ok(())
+    }
 }
 
 /// Creates a sale, final or draft, in one transaction; a final sale raises `sale.created`.
 ///
 /// A business's sales serialize on its invoice numbering (gapless: the
 /// number's row stays locked until commit), so the statements are arranged
-/// to keep that lock short: every read comes first, pipelined in one round
-/// trip, and after the number and the sale, the lines and the outbox row go
-/// out together.
+/// to keep that lock short: every read, and the sale's id, come first in one
+/// pipelined round trip; after the number, the sale, its lines and the
+/// outbox row go out together in a second one, and then the commit.
 pub async fn create(
     conn: &mut Conn,
     tenant: Tenant,
@@ -227,8 +237,8 @@ pub async fn create(
     origin: &Origin,
 ) -> Result<SaleWithLines, StoreError> {
     conn.transaction(async |conn| {
-        let (business, customers_found, found) = {
-            let (mut c1, mut c2, mut c3) = (&*conn, &*conn, &*conn);
+        let (business, customers_found, found, sale_id) = {
+            let (mut c1, mut c2, mut c3, mut c4) = (&*conn, &*conn, &*conn, &*conn);
             let customer = async {
                 match new.customer_id {
                     None => Ok(1),
@@ -241,10 +251,12 @@ pub async fn create(
                     }
                 }
             };
-            futures_util::future::try_join3(
+            let sale_id = diesel::select(next_sale_id()).get_result::<i64>(&mut c4);
+            futures_util::future::try_join4(
                 tenancy::business_on(&mut c1, tenant),
                 async { customer.await.map_err(StoreError::from) },
                 catalogue(&mut c3, tenant, &new.lines),
+                async { sale_id.await.map_err(StoreError::from) },
             )
             .await?
         };
@@ -255,50 +267,85 @@ pub async fn create(
         let priced = price(currency, new.lines, &found)?;
         let now = Utc::now();
         let invoice_no = next_invoice_no(conn, tenant, now).await?;
-        let finalized_at = (new.status == SaleStatus::Final).then_some(now);
-        let sale: Sale = diesel::insert_into(sales::table)
+        let sale = Sale {
+            id: sale_id,
+            business_id: tenant.business_id,
+            location_id: new.location_id,
+            customer_id: new.customer_id,
+            invoice_no,
+            status: new.status.as_str().to_owned(),
+            channel: new.channel.as_str().to_owned(),
+            total_minor: priced.total.minor,
+            currency: currency.as_str().to_owned(),
+            notes: new.notes,
+            created_by: new.created_by,
+            created_at: now,
+            updated_at: now,
+            finalized_at: (new.status == SaleStatus::Final).then_some(now),
+        };
+        let (mut c1, c2, mut c3) = (&*conn, &*conn, &*conn);
+        let insert = diesel::insert_into(sales::table)
             .values((
-                sales::business_id.eq(tenant.business_id),
-                sales::location_id.eq(new.location_id),
-                sales::customer_id.eq(new.customer_id),
-                sales::invoice_no.eq(&invoice_no),
-                sales::status.eq(new.status.as_str()),
-                sales::channel.eq(new.channel.as_str()),
-                sales::total_minor.eq(priced.total.minor),
-                sales::currency.eq(currency.as_str()),
-                sales::notes.eq(new.notes),
-                sales::created_by.eq(new.created_by),
-                sales::created_at.eq(now),
-                sales::updated_at.eq(now),
-                sales::finalized_at.eq(finalized_at),
+                sales::id.eq(sale.id),
+                sales::business_id.eq(sale.business_id),
+                sales::location_id.eq(sale.location_id),
+                sales::customer_id.eq(sale.customer_id),
+                sales::invoice_no.eq(&sale.invoice_no),
+                sales::status.eq(&sale.status),
+                sales::channel.eq(&sale.channel),
+                sales::total_minor.eq(sale.total_minor),
+                sales::currency.eq(&sale.currency),
+                sales::notes.eq(&sale.notes),
+                sales::created_by.eq(sale.created_by),
+                sales::created_at.eq(sale.created_at),
+                sales::updated_at.eq(sale.updated_at),
+                sales::finalized_at.eq(sale.finalized_at),
             ))
             .returning(Sale::as_returning())
-            .get_result(conn)
-            .await
-            .map_err(|e| foreign_key_to_invalid(e, "location_id"))?;
-        let (mut c1, mut c2) = (&*conn, &*conn);
+            .get_result(&mut c1);
         let raise = async {
             if new.status == SaleStatus::Final {
-                let lines = priced
-                    .lines
-                    .iter()
-                    .map(|(l, unit, requires_production)| SaleLineData {
-                        product_id: l.product_id,
-                        quantity: l.quantity,
-                        unit_price_minor: *unit,
-                        requires_production: *requires_production,
-                    })
-                    .collect();
-                let event = sale_created(&sale, lines);
-                outbox::raise_on(&mut c2, &event, Some(sale.business_id), origin).await?;
+                let event = sale_created(&sale, line_data(&priced));
+                outbox::raise_on(&mut c3, &event, Some(tenant.business_id), origin).await?;
             }
             Ok::<_, StoreError>(())
         };
-        let (lines, ()) =
-            futures_util::future::try_join(insert_lines(&mut c1, tenant, sale.id, &priced), raise).await?;
+        // In order on the wire: the sale's statement fails first (and alone
+        // decides the error) when the sale is refused.
+        let (sale, lines, ()) = futures_util::future::try_join3(
+            async { insert.await.map_err(|e| foreign_key_to_invalid(e, "location_id")) },
+            insert_lines(c2, tenant, sale_id, &priced),
+            raise,
+        )
+        .await?;
         Ok(SaleWithLines { sale, lines })
     })
     .await
+}
+
+diesel::define_sql_function! {
+    /// PostgreSQL's `nextval`, here for the sales id sequence: a sale's id is
+    /// taken with the reads so that its rows can be written in one round trip.
+    #[sql_name = "nextval"]
+    fn nextval_regclass(sequence: diesel::sql_types::Text) -> diesel::sql_types::BigInt;
+}
+
+fn next_sale_id() -> nextval_regclass<diesel::dsl::AsExprOf<&'static str, diesel::sql_types::Text>> {
+    nextval_regclass("sales_id_seq")
+}
+
+/// The event's view of priced lines.
+fn line_data(priced: &Priced) -> Vec<SaleLineData> {
+    priced
+        .lines
+        .iter()
+        .map(|(l, unit, requires_production)| SaleLineData {
+            product_id: l.product_id,
+            quantity: l.quantity,
+            unit_price_minor: *unit,
+            requires_production: *requires_production,
+        })
+        .collect()
 }
 
 /// A draft opened by a customer's confirmation in a chat: no lines and a
