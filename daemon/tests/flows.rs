@@ -37,8 +37,14 @@ struct Studio {
 
 impl Studio {
     async fn start() -> Studio {
+        Self::start_with(&[]).await
+    }
+
+    async fn start_with(extra: &[(&str, &str)]) -> Studio {
         let namespace = format!("t-flow-{}", uuid::Uuid::now_v7().simple());
-        let app = spawn_app_with(Roles { http: true, events: true }, &[("ATELIER__AMQP__NAMESPACE", &namespace)]).await;
+        let mut vars = vec![("ATELIER__AMQP__NAMESPACE", namespace.as_str())];
+        vars.extend_from_slice(extra);
+        let app = spawn_app_with(Roles { http: true, events: true }, &vars).await;
         let hash = auth::hash_password(PASSWORD).unwrap();
         let mut conn = app.db.db().conn().await.unwrap();
         let b = tenancy::create_business(&mut conn, "Indigo Studio", "INR".parse().unwrap()).await.unwrap();
@@ -267,5 +273,48 @@ async fn a_signed_whatsapp_message_with_order_intent_becomes_a_lead() {
     assert!(existed, "the sender became a customer");
     assert_eq!(leads["data"][0]["customer_id"], customer);
     drop(c);
+    s.stop().await;
+}
+
+/// The relay is woken in its own process: by the API after a change, and by
+/// the consumer after a handler applied an event. With its poll set to an
+/// hour, the sale's `sale.created` (raised by the API) and the order's
+/// `production.created` (raised by the production handler) are both
+/// published, and the order appears, within seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_published_at_once_without_waiting_for_the_poll() {
+    use Role::*;
+    let s = Studio::start_with(&[("ATELIER__AMQP__OUTBOX_POLL", "1h")]).await;
+    let coat = s
+        .call(
+            Manager,
+            Method::POST,
+            "/products",
+            Some(json!({"name": "Tailored coat", "unit_price_minor": 900_000, "requires_production": true})),
+        )
+        .await;
+    s.call(
+        Cashier,
+        Method::POST,
+        "/sales",
+        Some(json!({"lines": [{"product_id": coat["data"]["id"], "quantity": 1}], "channel": "walk_in"})),
+    )
+    .await;
+    s.wait_for("the sale's production order", Manager, "/production/orders", |d| {
+        d.as_array().is_some_and(|a| a.len() == 1)
+    })
+    .await;
+    let (db, business) = (s.app.db.db().clone(), s.tenant.business_id);
+    eventually(Duration::from_secs(15), "sale.created and production.created published", || {
+        let db = db.clone();
+        async move {
+            let mut conn = db.conn().await.unwrap();
+            let rows = atelier_domain::store::outbox::for_business(&mut conn, business).await.unwrap();
+            let published: Vec<&str> =
+                rows.iter().filter(|r| r.published_at.is_some()).map(|r| r.event_type.as_str()).collect();
+            published.contains(&"sale.created") && published.contains(&"production.created")
+        }
+    })
+    .await;
     s.stop().await;
 }
