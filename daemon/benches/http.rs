@@ -8,6 +8,16 @@
 //! loopback only. `BENCH_SECONDS` and `BENCH_CONNECTIONS` override the defaults;
 //! `BENCH_ROUTES=studios,health` runs only the routes whose names contain one of
 //! the comma-separated words.
+//!
+//! Two kinds of load, both on the same 64 connections:
+//! - **saturated** (closed loop): each connection sends its next request as
+//!   soon as the last one is answered. This measures the most requests/s;
+//!   by Little's law its latency is connections ÷ throughput, mostly queueing.
+//! - **paced** (open loop, as wrk2 does): the connections send at a fixed total
+//!   rate, `BENCH_PACED` fractions of the saturated rate of the same route in
+//!   the same run (default 0.5,0.8). Latency is counted from when a request
+//!   was due, not from when it was sent, so a stall is not hidden by the
+//!   sender waiting for it (coordinated omission).
 
 use atelier_daemon::app::{App, Roles};
 use atelier_domain::auth;
@@ -26,6 +36,8 @@ struct Route {
     path: String,
     /// (token, body) per caller; connection i uses caller i mod len.
     callers: Vec<(Option<String>, Option<String>)>,
+    /// Also measured paced at fractions of its saturated rate.
+    paced: bool,
 }
 
 struct Figures {
@@ -40,8 +52,12 @@ fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-async fn load(base: &str, route: &Route, connections: usize, seconds: u64) -> Figures {
-    let run = |deadline: Instant| {
+/// Runs `route` on `connections` connections for `seconds` after a warm-up:
+/// saturated when `rate` is `None`, else paced at `rate` requests/s in all.
+async fn load(base: &str, route: &Route, connections: usize, seconds: u64, rate: Option<f64>) -> Figures {
+    // Connection i sends its k-th request at start + (k + i / connections) × interval.
+    let interval = rate.map(|r| Duration::from_secs_f64(connections as f64 / r));
+    let run = |start: Instant, deadline: Instant| {
         let mut tasks = Vec::new();
         for i in 0..connections {
             let (token, body) = route.callers[i % route.callers.len()].clone();
@@ -49,7 +65,18 @@ async fn load(base: &str, route: &Route, connections: usize, seconds: u64) -> Fi
             tasks.push(tokio::spawn(async move {
                 let client = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
                 let (mut lat, mut errors) = (Vec::with_capacity(4096), 0usize);
-                while Instant::now() < deadline {
+                let mut due = interval.map(|iv| start + iv.mul_f64(i as f64 / connections as f64));
+                loop {
+                    let begin = match due {
+                        Some(at) => {
+                            tokio::time::sleep_until(at.into()).await;
+                            at
+                        }
+                        None => Instant::now(),
+                    };
+                    if begin >= deadline {
+                        break;
+                    }
                     let (m, url, token, body) = &*route;
                     let mut req = client.request(m.clone(), url);
                     if let Some(t) = token {
@@ -58,14 +85,14 @@ async fn load(base: &str, route: &Route, connections: usize, seconds: u64) -> Fi
                     if let Some(b) = body {
                         req = req.header("content-type", "application/json").body(b.clone());
                     }
-                    let start = Instant::now();
                     match req.send().await {
                         Ok(res) if res.status().is_success() => {
                             let _ = res.bytes().await;
-                            lat.push(start.elapsed());
+                            lat.push(begin.elapsed());
                         }
                         _ => errors += 1,
                     }
+                    due = due.zip(interval).map(|(at, iv)| at + iv);
                 }
                 (lat, errors)
             }));
@@ -73,13 +100,14 @@ async fn load(base: &str, route: &Route, connections: usize, seconds: u64) -> Fi
         tasks
     };
     // Warm up (connections, pools, caches), then measure.
-    for t in run(Instant::now() + Duration::from_secs(1)) {
+    let warm = Instant::now();
+    for t in run(warm, warm + Duration::from_secs(1)) {
         let _ = t.await;
     }
     let start = Instant::now();
     let mut all = Vec::new();
     let mut errors = 0;
-    for t in run(start + Duration::from_secs(seconds)) {
+    for t in run(start, start + Duration::from_secs(seconds)) {
         let (l, e) = t.await.unwrap();
         all.extend(l);
         errors += e;
@@ -194,43 +222,67 @@ fn main() {
             method: reqwest::Method::GET,
             path: "/health".into(),
             callers: vec![(None, None)],
+            paced: false,
         },
         Route {
             name: "GET /api/v1/worker/steps",
             method: reqwest::Method::GET,
             path: "/api/v1/worker/steps".into(),
             callers: vec![(Some(worker), None)],
+            paced: true,
         },
         Route {
             name: "POST /api/v1/sales (1 studio)",
             method: reqwest::Method::POST,
             path: "/api/v1/sales".into(),
             callers: vec![cashiers[0].clone()],
+            paced: false,
         },
         Route {
             name: "POST /api/v1/sales (N studios)",
             method: reqwest::Method::POST,
             path: "/api/v1/sales".into(),
             callers: cashiers.clone(),
+            paced: true,
         },
     ];
     let client_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     println!(
         "HTTP benchmark: {connections} connections, {seconds}s per route after 1s warm-up, loopback, one process; N = {businesses} studios"
     );
-    println!("{:<32} {:>10} {:>8} {:>10} {:>10} {:>10}", "route", "requests", "errors", "req/s", "p50 ms", "p99 ms");
     let only = std::env::var("BENCH_ROUTES").unwrap_or_default();
-    for r in routes.iter().filter(|r| only.is_empty() || only.split(',').any(|o| r.name.contains(o.trim()))) {
-        let f = client_rt.block_on(load(&base, r, connections, seconds));
+    let paced: Vec<f64> = std::env::var("BENCH_PACED")
+        .unwrap_or_else(|_| "0.5,0.8".into())
+        .split(',')
+        .filter_map(|f| f.trim().parse().ok())
+        .filter(|f| *f > 0.0)
+        .collect();
+    let row = |name: &str, load: &str, f: &Figures| {
         println!(
-            "{:<32} {:>10} {:>8} {:>10.0} {:>10.2} {:>10.2}",
-            r.name,
+            "{:<32} {:<16} {:>9} {:>7} {:>9.0} {:>9.2} {:>9.2}",
+            name,
+            load,
             f.requests,
             f.errors,
             f.rps,
             f.p50.as_secs_f64() * 1e3,
             f.p99.as_secs_f64() * 1e3
         );
+    };
+    println!(
+        "{:<32} {:<16} {:>9} {:>7} {:>9} {:>9} {:>9}",
+        "route", "load", "requests", "errors", "req/s", "p50 ms", "p99 ms"
+    );
+    for r in routes.iter().filter(|r| only.is_empty() || only.split(',').any(|o| r.name.contains(o.trim()))) {
+        let saturated = client_rt.block_on(load(&base, r, connections, seconds, None));
+        row(r.name, "saturated", &saturated);
+        if r.paced {
+            for fraction in &paced {
+                let rate = saturated.rps * fraction;
+                let f = client_rt.block_on(load(&base, r, connections, seconds, Some(rate)));
+                row(r.name, &format!("paced {:.0}%", fraction * 100.0), &f);
+            }
+        }
     }
     println!("target: p99 < 25 ms for worker/steps and sales");
     server_rt.block_on(async { app.stop().await.ok() });
