@@ -112,18 +112,75 @@ async fn load(base: &str, route: &Route, connections: usize, seconds: u64, rate:
         all.extend(l);
         errors += e;
     }
-    let elapsed = start.elapsed();
-    all.sort();
-    let pct = |p: f64| {
-        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or_default()
-    };
-    Figures {
-        requests: all.len(),
-        errors,
-        rps: all.len() as f64 / elapsed.as_secs_f64(),
-        p50: pct(0.50),
-        p99: pct(0.99),
+    Figures::of(all, errors, start.elapsed())
+}
+
+impl Figures {
+    fn of(mut latencies: Vec<Duration>, errors: usize, elapsed: Duration) -> Figures {
+        latencies.sort();
+        let pct = |p: f64| {
+            let i = ((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1));
+            latencies.get(i).copied().unwrap_or_default()
+        };
+        Figures {
+            requests: latencies.len(),
+            errors,
+            rps: latencies.len() as f64 / elapsed.as_secs_f64(),
+            p50: pct(0.50),
+            p99: pct(0.99),
+        }
     }
+}
+
+/// PostgreSQL alone: `sale.pgbench.sql` (a sale's statements, as the API
+/// makes them) from pgbench on `connections` connections to the bench's
+/// database, for businesses `first..=last`, after a 1 s warm-up. `None`
+/// (with the reason on stderr) when pgbench is missing or fails.
+fn pgbench_sales(url: &str, connections: usize, seconds: u64, first: i64, last: i64) -> Option<Figures> {
+    let pgbench = std::iter::once(PathBuf::from("pgbench"))
+        .chain(std::fs::read_dir("/usr/lib/postgresql").ok()?.flatten().map(|d| d.path().join("bin/pgbench")))
+        .find(|p| std::process::Command::new(p).arg("--version").output().is_ok_and(|o| o.status.success()));
+    let Some(pgbench) = pgbench else {
+        eprintln!("pgbench not found (Debian: postgresql-contrib or the server package); no database baseline");
+        return None;
+    };
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/sale.pgbench.sql");
+    let logs = std::env::temp_dir().join(format!("atelier-pgbench-{}", std::process::id()));
+    std::fs::create_dir_all(&logs).ok()?;
+    let run = |secs: u64, log: bool| {
+        let mut cmd = std::process::Command::new(&pgbench);
+        cmd.args(["-n", "-M", "prepared", "-j", "1", "-T", &secs.to_string(), "-c", &connections.to_string()])
+            .args(["-D", &format!("first={first}"), "-D", &format!("last={last}"), "-f"])
+            .arg(&script)
+            .current_dir(&logs);
+        if log {
+            cmd.args(["-l", "--log-prefix", "sale"]);
+        }
+        cmd.arg(url).output()
+    };
+    let ok = |o: std::io::Result<std::process::Output>| match o {
+        Ok(o) if o.status.success() => true,
+        Ok(o) => {
+            let err = String::from_utf8_lossy(&o.stderr);
+            eprintln!("pgbench failed: {}", err.lines().find(|l| l.contains("ERROR")).unwrap_or(err.trim()));
+            false
+        }
+        Err(e) => {
+            eprintln!("pgbench did not run: {e}");
+            false
+        }
+    };
+    let measured = ok(run(1, false)) && ok(run(seconds, true));
+    // Each log line: client, transaction no, latency µs, script, epoch s, µs.
+    let mut latencies = Vec::new();
+    for entry in std::fs::read_dir(&logs).ok()?.flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        latencies.extend(
+            text.lines().filter_map(|l| l.split_whitespace().nth(2)?.parse::<u64>().ok()).map(Duration::from_micros),
+        );
+    }
+    let _ = std::fs::remove_dir_all(&logs);
+    measured.then(|| Figures::of(latencies, 0, Duration::from_secs(seconds)))
 }
 
 fn main() {
@@ -146,15 +203,17 @@ fn main() {
     let base = format!("http://{}", app.http_addr.unwrap());
     let shared = app.shared.clone();
     let businesses = env_num("BENCH_BUSINESSES", 16) as usize;
-    let (cashiers, worker) = server_rt.block_on(async {
+    let (cashiers, worker, studios) = server_rt.block_on(async {
         let mut conn = db.db().conn().await.unwrap();
         let hash = auth::hash_password("bench-password").unwrap();
         let origin = atelier_domain::events::Origin::new("bench");
         let mut cashiers = Vec::new();
         let mut worker_token = None;
+        let mut studios = Vec::new();
         for n in 0..businesses {
             let b = tenancy::create_business(&mut conn, &format!("Bench {n}"), "USD".parse().unwrap()).await.unwrap();
             let t = Tenant::new(b.id);
+            studios.push(b.id);
             let token = |u: &tenancy::User| {
                 let claims =
                     auth::Claims::new(u.id, t.business_id, &u.role, chrono::Utc::now(), Duration::from_secs(3600));
@@ -214,7 +273,7 @@ fn main() {
                 worker_token = Some(token(&worker));
             }
         }
-        (cashiers, worker_token.unwrap())
+        (cashiers, worker_token.unwrap(), studios)
     });
     let routes = [
         Route {
@@ -282,6 +341,15 @@ fn main() {
                 let f = client_rt.block_on(load(&base, r, connections, seconds, Some(rate)));
                 row(r.name, &format!("paced {:.0}%", fraction * 100.0), &f);
             }
+        }
+    }
+    // The database's own ceiling for the sales rows above, in the same run.
+    let (first, last) = (studios[0], studios[studios.len() - 1]);
+    let wanted = only.is_empty() || only.split(',').any(|o| ["pgbench", "studios"].contains(&o.trim()));
+    if wanted && last - first + 1 == studios.len() as i64 {
+        let url = db.url().expose();
+        if let Some(f) = pgbench_sales(&url, connections, seconds, first, last) {
+            row("PostgreSQL alone: a sale", "saturated", &f);
         }
     }
     println!("target: p99 < 25 ms for worker/steps and sales");
