@@ -7,7 +7,9 @@
 //! requests/s and p50/p99 latency for each. Bounded: a few seconds per route,
 //! loopback only. `BENCH_SECONDS` and `BENCH_CONNECTIONS` override the defaults;
 //! `BENCH_ROUTES=studios,health` runs only the routes whose names contain one of
-//! the comma-separated words.
+//! the comma-separated words (`pgbench` for the database baseline alone);
+//! `BENCH_BUSINESSES` (16) sets N, and `BENCH_POOL` (16) the server's
+//! `database.pool_size`.
 //!
 //! Two kinds of load, both on the same 64 connections:
 //! - **saturated** (closed loop): each connection sends its next request as
