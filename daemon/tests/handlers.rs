@@ -21,7 +21,7 @@ use atelier_domain::rules::sale::{Channel, SaleStatus};
 use atelier_domain::store::production::{Actor, ForSale};
 use atelier_domain::store::sales::{NewLine, NewSale};
 use atelier_domain::store::{
-    Db, StoreError, Tenant, accounting, canary, inbound, notifications, outbox, production, products, sales,
+    Db, StoreError, Tenant, accounting, canary, inbound, notifications, outbox, production, products, sales, social,
 };
 use atelier_domain::testing::{TestDb, business};
 use axum::extract::{Path, State};
@@ -619,7 +619,7 @@ async fn order_intent_makes_one_lead_and_creates_the_customer() {
     let mut c = t.db().conn().await.unwrap();
     let (customer_id, known) = inbound::find_or_create_customer(&mut c, s.tenant, "+447700900123").await.unwrap();
     assert!(known, "the phone was normalized and linked");
-    let lead = &inbound::leads(&mut c, s.tenant, 10, 0).await.unwrap()[0];
+    let lead = &social::list_leads(&mut c, s.tenant, 10, 0).await.unwrap().0[0];
     assert_eq!((lead.customer_id, lead.channel_type.as_str(), lead.status.as_str()), (customer_id, "whatsapp", "new"));
     assert_eq!(count(t.db(), SALES, b).await, 0, "an order intent makes no sale");
 }

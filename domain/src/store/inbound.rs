@@ -9,24 +9,9 @@ use super::{Conn, StoreError, Tenant, sales};
 use crate::rules::intent::{self, InboundActions};
 use crate::rules::notifications::normalize_phone;
 use crate::rules::sale::Channel;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use serde::Serialize;
-
-#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
-#[diesel(table_name = leads, check_for_backend(diesel::pg::Pg))]
-pub struct Lead {
-    pub id: i64,
-    #[serde(skip)]
-    pub business_id: i64,
-    pub customer_id: i64,
-    pub message_id: i64,
-    pub channel_type: String,
-    pub status: String,
-    pub note: Option<String>,
-    pub created_at: DateTime<Utc>,
-}
 
 /// The customer with `phone` (already normalized), created when the business
 /// has none. Returns its id and whether it existed before. WhatsApp sends
@@ -132,16 +117,4 @@ pub async fn process_in(conn: &mut Conn, tenant: Tenant, msg: &InboundMessage<'_
         done.draft_sale_id = Some(sale.id);
     }
     Ok(done)
-}
-
-/// The business's leads, newest first.
-pub async fn leads(conn: &mut Conn, tenant: Tenant, limit: i64, offset: i64) -> Result<Vec<Lead>, StoreError> {
-    Ok(leads::table
-        .filter(leads::business_id.eq(tenant.business_id))
-        .order((leads::created_at.desc(), leads::id.desc()))
-        .limit(limit)
-        .offset(offset)
-        .select(Lead::as_select())
-        .load(conn)
-        .await?)
 }
