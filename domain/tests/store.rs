@@ -5,7 +5,7 @@
 use atelier_domain::events::{EventType, Origin};
 use atelier_domain::rules::permissions::Role;
 use atelier_domain::rules::production::StepStatus;
-use atelier_domain::rules::sale::{Channel, SaleStatus};
+use atelier_domain::rules::sale::{self, Channel, SaleStatus};
 use atelier_domain::store::production::{Actor, ForSale};
 use atelier_domain::store::sales::{NewLine, NewSale, SaleFilter};
 use atelier_domain::store::{
@@ -138,6 +138,38 @@ async fn a_failed_transaction_leaves_nothing_behind() {
     // The invoice numbers of the failed attempts were not consumed.
     let ok = sales::create(&mut c, s.tenant, sale_of(s.studio_product, 1, SaleStatus::Final), &origin()).await.unwrap();
     assert!(ok.sale.invoice_no.ends_with("-0001"), "{}", ok.sale.invoice_no);
+}
+
+#[tokio::test]
+async fn invoice_numbers_past_9999_are_numbered_as_the_rule_says_in_the_sale_and_its_event() {
+    use diesel_async::RunQueryDsl;
+    let t = TestDb::new().await;
+    let s = studio(t.db(), "A").await;
+    let mut c = t.db().conn().await.unwrap();
+    let sell = || sale_of(s.studio_product, 1, SaleStatus::Final);
+    let first = sales::create(&mut c, s.tenant, sell(), &origin()).await.unwrap();
+    let period = first.sale.invoice_no[4..10].to_owned();
+    assert_eq!(first.sale.invoice_no, sale::invoice_no(&period, 1));
+    diesel::sql_query("UPDATE invoice_sequences SET last_no = 9998 WHERE business_id = $1")
+        .bind::<diesel::sql_types::BigInt, _>(s.tenant.business_id)
+        .execute(&mut c)
+        .await
+        .unwrap();
+    for n in [9999, 10000, 10001] {
+        let made = sales::create(&mut c, s.tenant, sell(), &origin()).await.unwrap();
+        assert_eq!(made.sale.invoice_no, sale::invoice_no(&period, n));
+        // What create returned is what is stored, and the event says the same number.
+        let stored = sales::get(&mut c, s.tenant, made.sale.id).await.unwrap();
+        assert_eq!(serde_json::to_value(&stored).unwrap(), serde_json::to_value(&made).unwrap());
+        let rows = outbox::for_business(&mut c, s.tenant.business_id).await.unwrap();
+        let env = atelier_domain::events::Envelope::from_json(&rows.last().unwrap().envelope).unwrap();
+        match env.event().unwrap() {
+            atelier_domain::events::Event::SaleCreated(d) => {
+                assert_eq!((d.sale_id, d.invoice_no.as_str()), (made.sale.id, made.sale.invoice_no.as_str()));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
 }
 
 #[tokio::test]

@@ -28,7 +28,7 @@ pub async fn enqueue<C>(conn: &mut C, envelope: &Envelope) -> Result<(), StoreEr
 where
     C: diesel_async::AsyncConnectionCore<Backend = diesel::pg::Pg>,
 {
-    let value = serde_json::to_value(envelope).map_err(|e| StoreError::invalid("envelope", e.to_string()))?;
+    let value = envelope_json(envelope)?;
     diesel::insert_into(outbox::table)
         .values((
             outbox::event_id.eq(envelope.id),
@@ -40,6 +40,11 @@ where
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// The outbox's `envelope` column for `envelope`.
+pub fn envelope_json(envelope: &Envelope) -> Result<serde_json::Value, StoreError> {
+    serde_json::to_value(envelope).map_err(|e| StoreError::invalid("envelope", e.to_string()))
 }
 
 /// Wraps `event` in an envelope and writes it to the outbox.
