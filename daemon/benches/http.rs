@@ -342,6 +342,11 @@ fn main() {
                 let rate = saturated.rps * fraction;
                 let f = client_rt.block_on(load(&base, r, connections, seconds, Some(rate)));
                 row(r.name, &format!("paced {:.0}%", fraction * 100.0), &f);
+                if f.rps < rate * 0.97 {
+                    // Requests sent one by one cost more CPU than back-to-back
+                    // ones, and this VM's speed wanders: the rate was too high.
+                    println!("  ^ fell behind its rate of {rate:.0}/s: overloaded, its latency is queueing");
+                }
             }
         }
     }
