@@ -10,25 +10,33 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::json;
 
+/// A success answer, serialized straight from `data` (no JSON tree built
+/// first: a list of steps or sales is the bulk of an answer's work here).
+#[derive(Serialize)]
+struct Success<T> {
+    success: bool,
+    data: T,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    count: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    total: Option<i64>,
+}
+
 /// `{"success": true, "data": ...}`.
 pub fn ok<T: Serialize>(data: T) -> Response {
-    (StatusCode::OK, Json(json!({"success": true, "data": data}))).into_response()
+    (StatusCode::OK, Json(Success { success: true, data, count: None, total: None })).into_response()
 }
 
 /// 201 with the envelope.
 pub fn created<T: Serialize>(data: T) -> Response {
-    (StatusCode::CREATED, Json(json!({"success": true, "data": data}))).into_response()
+    (StatusCode::CREATED, Json(Success { success: true, data, count: None, total: None })).into_response()
 }
 
 /// A list: `{"success": true, "data": [...], "count": N}`; `total` is the
 /// number of matches before pagination, when the list is paginated.
 pub fn list<T: Serialize>(items: Vec<T>, total: Option<i64>) -> Response {
-    let count = items.len();
-    let mut body = json!({"success": true, "data": items, "count": count});
-    if let Some(t) = total {
-        body["total"] = json!(t);
-    }
-    (StatusCode::OK, Json(body)).into_response()
+    let count = Some(items.len());
+    (StatusCode::OK, Json(Success { success: true, data: items, count, total })).into_response()
 }
 
 /// An error answer with a stable code.
