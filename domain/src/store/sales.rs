@@ -96,8 +96,17 @@ pub struct NewSale {
     pub lines: Vec<NewLine>,
 }
 
+/// A line priced from the catalogue, its total checked by the rules.
+struct PricedSaleLine {
+    product_id: i64,
+    quantity: i32,
+    unit_price_minor: i64,
+    line_total_minor: i64,
+    requires_production: bool,
+}
+
 struct Priced {
-    lines: Vec<(NewLine, i64, bool)>,
+    lines: Vec<PricedSaleLine>,
     total: Money,
 }
 
@@ -156,8 +165,15 @@ fn price(currency: Currency, lines: Vec<NewLine>, found: &Catalogue) -> Result<P
         if line.quantity < 1 {
             return Err(StoreError::invalid(field("quantity"), "must be at least 1"));
         }
-        for_total.push(PricedLine { quantity: line.quantity, unit_price: Money::new(unit, currency) });
-        priced.push((line, unit, *requires_production));
+        let for_line = PricedLine { quantity: line.quantity, unit_price: Money::new(unit, currency) };
+        priced.push(PricedSaleLine {
+            product_id: line.product_id,
+            quantity: line.quantity,
+            unit_price_minor: unit,
+            line_total_minor: for_line.total().map_err(|source| sale::SaleError::Money { line: i + 1, source })?.minor,
+            requires_production: *requires_production,
+        });
+        for_total.push(for_line);
     }
     let total = sale::sale_total(currency, &for_total)?;
     Ok(Priced { lines: priced, total })
@@ -169,7 +185,7 @@ fn price(currency: Currency, lines: Vec<NewLine>, found: &Catalogue) -> Result<P
 /// with the number of lines), and diesel-async prepares an uncached statement
 /// in a round trip of its own.
 async fn insert_lines(conn: &Conn, tenant: Tenant, sale_id: i64, priced: &Priced) -> Result<Vec<SaleLine>, StoreError> {
-    let inserts = priced.lines.iter().enumerate().map(|(i, (l, unit, _))| {
+    let inserts = priced.lines.iter().enumerate().map(|(i, l)| {
         let mut c = conn;
         async move {
             diesel::insert_into(sale_lines::table)
@@ -179,8 +195,8 @@ async fn insert_lines(conn: &Conn, tenant: Tenant, sale_id: i64, priced: &Priced
                     sale_lines::line_no.eq(i as i32 + 1),
                     sale_lines::product_id.eq(l.product_id),
                     sale_lines::quantity.eq(l.quantity),
-                    sale_lines::unit_price_minor.eq(*unit),
-                    sale_lines::line_total_minor.eq(*unit * i64::from(l.quantity)),
+                    sale_lines::unit_price_minor.eq(l.unit_price_minor),
+                    sale_lines::line_total_minor.eq(l.line_total_minor),
                 ))
                 .returning(SaleLine::as_returning())
                 .get_result(&mut c)
@@ -299,15 +315,15 @@ pub async fn create(
         .iter()
         .zip(line_ids)
         .enumerate()
-        .map(|(i, ((l, unit, _), id))| SaleLine {
+        .map(|(i, (l, id))| SaleLine {
             id,
             business_id: tenant.business_id,
             sale_id,
             line_no: i as i32 + 1,
             product_id: l.product_id,
             quantity: l.quantity,
-            unit_price_minor: *unit,
-            line_total_minor: *unit * i64::from(l.quantity),
+            unit_price_minor: l.unit_price_minor,
+            line_total_minor: l.line_total_minor,
         })
         .collect();
     Ok(SaleWithLines { sale, lines })
@@ -354,10 +370,10 @@ impl<'a> WriteSale<'a> {
             sale,
             period: sale::invoice_period(now.year(), now.month()),
             line_no: (1..=lines.len() as i32).collect(),
-            product_id: lines.iter().map(|(l, _, _)| l.product_id).collect(),
-            quantity: lines.iter().map(|(l, _, _)| l.quantity).collect(),
-            unit_price_minor: lines.iter().map(|(_, unit, _)| *unit).collect(),
-            line_total_minor: lines.iter().map(|(l, unit, _)| *unit * i64::from(l.quantity)).collect(),
+            product_id: lines.iter().map(|l| l.product_id).collect(),
+            quantity: lines.iter().map(|l| l.quantity).collect(),
+            unit_price_minor: lines.iter().map(|l| l.unit_price_minor).collect(),
+            line_total_minor: lines.iter().map(|l| l.line_total_minor).collect(),
             raise: raised.is_some(),
             event_id: raised.map(|e| e.id),
             event_type: raised.map(|e| e.event_type.as_str()),
@@ -485,11 +501,11 @@ fn line_data(priced: &Priced) -> Vec<SaleLineData> {
     priced
         .lines
         .iter()
-        .map(|(l, unit, requires_production)| SaleLineData {
+        .map(|l| SaleLineData {
             product_id: l.product_id,
             quantity: l.quantity,
-            unit_price_minor: *unit,
-            requires_production: *requires_production,
+            unit_price_minor: l.unit_price_minor,
+            requires_production: l.requires_production,
         })
         .collect()
 }
