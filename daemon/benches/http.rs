@@ -11,6 +11,11 @@
 //! `BENCH_BUSINESSES` (16) sets N, and `BENCH_POOL` (16) the server's
 //! `database.pool_size`.
 //!
+//! The server's threads are named `atelierd` and the load generator's
+//! `loadgen`, so `top -H` or `perf report --sort comm` splits the CPU between
+//! them and PostgreSQL (on 2026-11-26, saturated: worker/steps about 47% /
+//! 14% / 38%, sales 26% / 6% / 67%).
+//!
 //! Two kinds of load, both on the same 64 connections:
 //! - **saturated** (closed loop): each connection sends its next request as
 //!   soon as the last one is answered. This measures the most requests/s;
@@ -189,7 +194,7 @@ fn main() {
     let connections = env_num("BENCH_CONNECTIONS", 64) as usize;
     let seconds = env_num("BENCH_SECONDS", 5);
     // The server: its own runtime and threads, as atelierd runs it.
-    let server_rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let server_rt = tokio::runtime::Builder::new_multi_thread().thread_name("atelierd").enable_all().build().unwrap();
     let (db, app) = server_rt.block_on(async {
         let db = TestDb::new().await;
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../environments");
@@ -307,7 +312,12 @@ fn main() {
             paced: true,
         },
     ];
-    let client_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("loadgen")
+        .enable_all()
+        .build()
+        .unwrap();
     println!(
         "HTTP benchmark: {connections} connections, {seconds}s per route after 1s warm-up, loopback, one process; N = {businesses} studios"
     );
