@@ -154,10 +154,19 @@ pub fn invoice_period(year: i32, month: u32) -> String {
     format!("{year:04}{month:02}")
 }
 
-/// `INV-202601-0001`: the business's `seq`-th sale of the period.
+/// `INV-202601-0001`: the business's `seq`-th sale of the period, the
+/// number padded with zeros to [`INVOICE_SEQ_DIGITS`] digits.
 pub fn invoice_no(period: &str, seq: i32) -> String {
-    format!("INV-{period}-{seq:04}")
+    format!("{}{seq:0width$}", invoice_prefix(period), width = INVOICE_SEQ_DIGITS as usize)
 }
+
+/// What precedes the number in a period's invoice numbers: `INV-202601-`.
+pub fn invoice_prefix(period: &str) -> String {
+    format!("INV-{period}-")
+}
+
+/// The fewest digits of the number in an invoice number (more when needed).
+pub const INVOICE_SEQ_DIGITS: i32 = 4;
 
 /// The production order number of a sale: `PO-202601-0001` for `INV-202601-0001`.
 pub fn order_no(invoice_no: &str) -> String {
