@@ -52,14 +52,6 @@ pub async fn create_business(conn: &mut Conn, name: &str, currency: Currency) ->
 }
 
 pub async fn business(conn: &mut Conn, tenant: Tenant) -> Result<Business, StoreError> {
-    business_on(conn, tenant).await
-}
-
-/// [`business`] on any connection (`&mut &Conn` pipelines it with other reads).
-pub async fn business_on<C>(conn: &mut C, tenant: Tenant) -> Result<Business, StoreError>
-where
-    C: diesel_async::AsyncConnectionCore<Backend = diesel::pg::Pg>,
-{
     businesses::table
         .find(tenant.business_id)
         .select(Business::as_select())
