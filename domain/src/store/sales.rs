@@ -395,75 +395,53 @@ impl diesel::query_builder::Query for WriteSale<'_> {
     type SqlType = (diesel::sql_types::Text, diesel::sql_types::Array<diesel::sql_types::BigInt>);
 }
 
+/// Pushes comma-separated bind parameters: `binds!(out; BigInt => &a, Text => &b)`.
+macro_rules! binds {
+    ($out:ident; $ty:ty => $v:expr $(, $tys:ty => $vs:expr)* $(,)?) => {{
+        $out.push_bind_param::<$ty, _>($v)?;
+        $($out.push_sql(", "); $out.push_bind_param::<$tys, _>($vs)?;)*
+    }};
+}
+
 impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for WriteSale<'_> {
     fn walk_ast<'b>(&'b self, mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>) -> QueryResult<()> {
-        use diesel::sql_types::{Array, BigInt, Integer, Jsonb, Nullable, Text, Timestamptz};
+        use diesel::sql_types::{Array, BigInt, Bool, Integer, Jsonb, Nullable, Text, Timestamptz, Uuid};
         let s = self.sale;
         out.push_sql("WITH number AS (INSERT INTO invoice_sequences (business_id, period, last_no) VALUES (");
-        out.push_bind_param::<BigInt, _>(&s.business_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&self.period)?;
+        binds!(out; BigInt => &s.business_id, Text => &self.period);
         out.push_sql(", 1) ON CONFLICT (business_id, period) DO UPDATE SET last_no = invoice_sequences.last_no + 1");
         out.push_sql(" RETURNING ");
-        out.push_bind_param::<Text, _>(&self.prefix)?;
+        binds!(out; Text => &self.prefix);
         out.push_sql(" || lpad(last_no::text, greatest(");
-        out.push_bind_param::<Integer, _>(&sale::INVOICE_SEQ_DIGITS)?;
-        out.push_sql(", length(last_no::text)), '0') AS invoice_no), sale AS (INSERT INTO sales (id, business_id, location_id, customer_id, ");
-        out.push_sql("invoice_no, status, channel, total_minor, currency, notes, created_by, created_at, updated_at, ");
-        out.push_sql("finalized_at) SELECT ");
-        out.push_bind_param::<BigInt, _>(&s.id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<BigInt, _>(&s.business_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<BigInt>, _>(&s.location_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<BigInt>, _>(&s.customer_id)?;
+        binds!(out; Integer => &sale::INVOICE_SEQ_DIGITS);
+        out.push_sql(", length(last_no::text)), '0') AS invoice_no), ");
+        out.push_sql("sale AS (INSERT INTO sales (id, business_id, location_id, customer_id, invoice_no, status, ");
+        out.push_sql(
+            "channel, total_minor, currency, notes, created_by, created_at, updated_at, finalized_at) SELECT ",
+        );
+        binds!(out; BigInt => &s.id, BigInt => &s.business_id, Nullable<BigInt> => &s.location_id,
+            Nullable<BigInt> => &s.customer_id);
         out.push_sql(", number.invoice_no, ");
-        out.push_bind_param::<Text, _>(&s.status)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&s.channel)?;
-        out.push_sql(", ");
-        out.push_bind_param::<BigInt, _>(&s.total_minor)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&s.currency)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<Text>, _>(&s.notes)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<BigInt>, _>(&s.created_by)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Timestamptz, _>(&s.created_at)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Timestamptz, _>(&s.updated_at)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<Timestamptz>, _>(&s.finalized_at)?;
-        out.push_sql(" FROM number RETURNING invoice_no), lines AS (INSERT INTO sale_lines (business_id, sale_id, ");
-        out.push_sql("line_no, product_id, quantity, unit_price_minor, line_total_minor) SELECT ");
-        out.push_bind_param::<BigInt, _>(&s.business_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<BigInt, _>(&s.id)?;
+        binds!(out; Text => &s.status, Text => &s.channel, BigInt => &s.total_minor, Text => &s.currency,
+            Nullable<Text> => &s.notes, Nullable<BigInt> => &s.created_by, Timestamptz => &s.created_at,
+            Timestamptz => &s.updated_at, Nullable<Timestamptz> => &s.finalized_at);
+        out.push_sql(" FROM number RETURNING invoice_no), ");
+        out.push_sql("lines AS (INSERT INTO sale_lines (business_id, sale_id, line_no, product_id, quantity, ");
+        out.push_sql("unit_price_minor, line_total_minor) SELECT ");
+        binds!(out; BigInt => &s.business_id, BigInt => &s.id);
         out.push_sql(", l.* FROM unnest(");
-        out.push_bind_param::<Array<Integer>, _>(&self.line_no)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<BigInt>, _>(&self.product_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Integer>, _>(&self.quantity)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<BigInt>, _>(&self.unit_price_minor)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<BigInt>, _>(&self.line_total_minor)?;
-        out.push_sql(") AS l RETURNING id, line_no), raised AS (INSERT INTO outbox (event_id, event_type, ");
-        out.push_sql("business_id, envelope, created_at) SELECT ");
-        out.push_bind_param::<Nullable<diesel::sql_types::Uuid>, _>(&self.event_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Nullable<Text>, _>(&self.event_type)?;
-        out.push_sql(", ");
-        out.push_bind_param::<BigInt, _>(&s.business_id)?;
+        binds!(out; Array<Integer> => &self.line_no, Array<BigInt> => &self.product_id,
+            Array<Integer> => &self.quantity, Array<BigInt> => &self.unit_price_minor,
+            Array<BigInt> => &self.line_total_minor);
+        out.push_sql(") AS l RETURNING id, line_no), ");
+        out.push_sql("raised AS (INSERT INTO outbox (event_id, event_type, business_id, envelope, created_at) SELECT ");
+        binds!(out; Nullable<Uuid> => &self.event_id, Nullable<Text> => &self.event_type, BigInt => &s.business_id);
         out.push_sql(", jsonb_set(");
-        out.push_bind_param::<Nullable<Jsonb>, _>(&self.envelope)?;
+        binds!(out; Nullable<Jsonb> => &self.envelope);
         out.push_sql(", '{data,invoice_no}', to_jsonb(sale.invoice_no)), ");
-        out.push_bind_param::<Nullable<Timestamptz>, _>(&self.raised_at)?;
+        binds!(out; Nullable<Timestamptz> => &self.raised_at);
         out.push_sql(" FROM sale WHERE ");
-        out.push_bind_param::<diesel::sql_types::Bool, _>(&self.raise)?;
+        binds!(out; Bool => &self.raise);
         out.push_sql(") SELECT sale.invoice_no, ARRAY(SELECT id FROM lines ORDER BY line_no) FROM sale");
         Ok(())
     }
