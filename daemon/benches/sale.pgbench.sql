@@ -1,10 +1,12 @@
--- PostgreSQL alone, a sale as POST /api/v1/sales makes it: the caller's
--- account (the auth check); the business with the sale's id, and the
--- product (pipelined by the API, outside any transaction); then one
--- statement that takes the invoice number (the business's numbering row
--- stays locked until its commit), writes the sale, its line and its
--- sale.created outbox row. Run by daemon/benches/http.rs with pgbench on
--- the bench's database: the ceiling the API's sales are measured against.
+-- PostgreSQL alone, one sale per statement: the caller's account (the auth
+-- check); the business with the sale's id, and the product (pipelined by
+-- the API, outside any transaction); then one statement that takes the
+-- invoice number (the business's numbering row stays locked until its
+-- commit), writes the sale, its line and its sale.created outbox row. Run
+-- by daemon/benches/http.rs with pgbench on the bench's database. This was
+-- the API's ceiling while it wrote each sale in its own statement; the API
+-- now writes concurrent sales together (store::sales_writer), and the gap
+-- between this row and the API's is what that buys.
 -- -D first=.. -D last=.. give the businesses' ids (one cashier and one
 -- product each).
 \set b random(:first, :last)

@@ -7,6 +7,7 @@
 use crate::{events, http};
 use atelier_domain::config::Resolved;
 use atelier_domain::secrets::{self, SecretError};
+use atelier_domain::store::sales_writer::SalesWriter;
 use atelier_domain::store::{DatabaseUrl, Db, StoreError, migrations};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -58,6 +59,8 @@ pub struct Shared {
     /// Wakes this process's outbox relay: raised after an API request or a
     /// handled event may have written outbox rows (see `events::relay`).
     pub outbox_written: tokio::sync::Notify,
+    /// Writes the API's sales, concurrent ones together (group commit).
+    pub sales: SalesWriter,
 }
 
 /// A started daemon.
@@ -97,12 +100,15 @@ impl App {
         let keys = http::api::auth::Keys::new(http::api::auth::load_keys(&config)?);
         let db = Db::new(url, settings.database.pool_size, settings.database.connect_timeout)?;
         db.ping().await?;
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let sales = SalesWriter::start(&db, metrics.sales_writer.clone())?;
         let shared = Arc::new(Shared {
             config,
             db,
             roles,
             shutdown: CancellationToken::new(),
-            metrics: Default::default(),
+            sales,
+            metrics,
             keys,
             outbox_written: tokio::sync::Notify::new(),
         });

@@ -2,9 +2,10 @@
 //! hand-written registry of atomics (no dependency, nothing allocated per
 //! event once a (handler, type) series exists). Event counters per handler
 //! and type, a handling-latency histogram, outbox backlog and lag, broker and
-//! consumer state; dead letters by status are read from the database when
-//! scraped.
+//! consumer state, the sales writer's batches; dead letters by status are
+//! read from the database when scraped.
 
+use atelier_domain::store::sales_writer::WriterStats;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -53,6 +54,8 @@ pub struct Metrics {
     pub consumers_running: AtomicUsize,
     pub consumers_expected: AtomicUsize,
     pub reconnects: AtomicU64,
+    /// The API's sales written together (group commit).
+    pub sales_writer: Arc<WriterStats>,
 }
 
 impl Metrics {
@@ -119,7 +122,7 @@ impl Metrics {
             let _ = writeln!(out, "atelier_event_handling_seconds_sum{{{labels}}} {sum}");
             let _ = writeln!(out, "atelier_event_handling_seconds_count{{{labels}}} {count}");
         }
-        let gauges: [(&str, &str, &str, i64); 6] = [
+        let gauges: [(&str, &str, &str, i64); 8] = [
             ("atelier_outbox_backlog", "gauge", "Outbox rows not yet published", self.outbox_backlog.load(Relaxed)),
             (
                 "atelier_outbox_lag_seconds",
@@ -150,6 +153,18 @@ impl Metrics {
                 "counter",
                 "Connections to RabbitMQ re-established",
                 i64::try_from(self.reconnects.load(Relaxed)).unwrap_or(i64::MAX),
+            ),
+            (
+                "atelier_sales_batches_total",
+                "counter",
+                "Statements that wrote the API's sales, concurrent ones together",
+                i64::try_from(self.sales_writer.batches.load(Relaxed)).unwrap_or(i64::MAX),
+            ),
+            (
+                "atelier_sales_written_total",
+                "counter",
+                "Sales those statements wrote (divided by the batches: the mean batch size)",
+                i64::try_from(self.sales_writer.sales.load(Relaxed)).unwrap_or(i64::MAX),
             ),
         ];
         for (name, kind, help, v) in gauges {

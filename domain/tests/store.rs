@@ -172,6 +172,108 @@ async fn invoice_numbers_past_9999_are_numbered_as_the_rule_says_in_the_sale_and
     }
 }
 
+/// The sale `made` is the sale stored, and a final one's event carries its number.
+async fn stored_as_made(db: &Db, tenant: Tenant, made: &sales::SaleWithLines) {
+    let mut c = db.conn().await.unwrap();
+    let stored = sales::get(&mut c, tenant, made.sale.id).await.unwrap();
+    assert_eq!(serde_json::to_value(&stored).unwrap(), serde_json::to_value(made).unwrap());
+    let raised: Vec<_> = outbox::for_business(&mut c, tenant.business_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| match atelier_domain::events::Envelope::from_json(&r.envelope).unwrap().event().unwrap() {
+            atelier_domain::events::Event::SaleCreated(d) if d.sale_id == made.sale.id => Some(d.invoice_no),
+            _ => None,
+        })
+        .collect();
+    let expected: Vec<String> =
+        (made.sale.status == "final").then(|| made.sale.invoice_no.clone()).into_iter().collect();
+    assert_eq!(raised, expected, "sale {}", made.sale.invoice_no);
+}
+
+#[tokio::test]
+async fn sales_written_together_are_numbered_per_studio_in_order_and_a_refused_one_takes_no_number() {
+    let t = TestDb::new().await;
+    let (a, b) = (studio(t.db(), "A").await, studio(t.db(), "B").await);
+    let mut c = t.db().conn().await.unwrap();
+    let prepare = async |c: &mut atelier_domain::store::Conn, s: &Studio, new: NewSale| {
+        sales::prepare(c, s.tenant, new, &origin()).await.unwrap()
+    };
+    let mut two_lines = sale_of(a.studio_product, 2, SaleStatus::Final);
+    two_lines.lines.push(NewLine { product_id: a.shelf_product, quantity: 5, unit_price_minor: Some(10) });
+    let batch = vec![
+        prepare(&mut c, &a, two_lines).await,
+        prepare(&mut c, &b, sale_of(b.shelf_product, 1, SaleStatus::Final)).await,
+        prepare(&mut c, &a, sale_of(a.shelf_product, 1, SaleStatus::Draft)).await,
+        prepare(&mut c, &b, sale_of(b.studio_product, 3, SaleStatus::Final)).await,
+        prepare(&mut c, &a, sale_of(a.studio_product, 1, SaleStatus::Final)).await,
+    ];
+    let made: Vec<_> = sales::write(&mut c, batch).await.into_iter().map(Result::unwrap).collect();
+    let numbers: Vec<_> = made.iter().map(|m| &m.sale.invoice_no[11..]).collect();
+    assert_eq!(numbers, ["0001", "0001", "0002", "0002", "0003"]);
+    assert_eq!(made[0].lines.iter().map(|l| (l.line_no, l.quantity)).collect::<Vec<_>>(), [(1, 2), (2, 5)]);
+    assert!(made[0].lines[0].id < made[0].lines[1].id);
+    for (m, s) in made.iter().zip([&a, &b, &a, &b, &a]) {
+        stored_as_made(t.db(), s.tenant, m).await;
+    }
+
+    // A location of nowhere fails the statement; each sale is then written
+    // alone, and only that one is refused, taking no number.
+    let mut nowhere = sale_of(a.studio_product, 1, SaleStatus::Final);
+    nowhere.location_id = Some(424_242);
+    let batch = vec![
+        prepare(&mut c, &a, sale_of(a.shelf_product, 1, SaleStatus::Final)).await,
+        prepare(&mut c, &a, nowhere).await,
+        prepare(&mut c, &b, sale_of(b.shelf_product, 1, SaleStatus::Final)).await,
+        prepare(&mut c, &a, sale_of(a.shelf_product, 2, SaleStatus::Final)).await,
+    ];
+    let results = sales::write(&mut c, batch).await;
+    assert!(matches!(&results[1], Err(StoreError::Invalid { field, .. }) if field == "location_id"), "{results:?}");
+    let numbers: Vec<_> = results.iter().flatten().map(|m| &m.sale.invoice_no[11..]).collect();
+    assert_eq!(numbers, ["0004", "0003", "0005"]);
+    for (m, s) in results.iter().flatten().zip([&a, &b, &a]) {
+        stored_as_made(t.db(), s.tenant, m).await;
+    }
+}
+
+#[tokio::test]
+async fn sales_racing_through_the_writer_are_numbered_without_gaps_or_repeats() {
+    use atelier_domain::store::sales_writer::{SalesWriter, WriterStats};
+    let t = TestDb::new().await;
+    let studios = [studio(t.db(), "A").await, studio(t.db(), "B").await, studio(t.db(), "C").await];
+    let stats = std::sync::Arc::new(WriterStats::default());
+    let writer = SalesWriter::start(t.db(), stats.clone()).unwrap();
+    let mut c = t.db().conn().await.unwrap();
+    let mut prepared = Vec::new();
+    for i in 0..90 {
+        let s = &studios[i % 3];
+        prepared.push(
+            sales::prepare(&mut c, s.tenant, sale_of(s.shelf_product, 1, SaleStatus::Final), &origin()).await.unwrap(),
+        );
+    }
+    let made = futures_util::future::join_all(prepared.into_iter().map(|p| writer.write(p))).await;
+    for s in &studios {
+        let mut numbers: Vec<String> = made
+            .iter()
+            .map(|m| m.as_ref().unwrap())
+            .filter(|m| m.sale.business_id == s.tenant.business_id)
+            .map(|m| m.sale.invoice_no[11..].to_owned())
+            .collect();
+        numbers.sort();
+        assert_eq!(numbers, (1..=30).map(|n| format!("{n:04}")).collect::<Vec<_>>());
+    }
+    let (batches, written) = (
+        stats.batches.load(std::sync::atomic::Ordering::Relaxed),
+        stats.sales.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    assert_eq!(written, 90);
+    // Queued while the writers were busy, most went in together.
+    assert!(batches < 90, "{batches} batches");
+    for (m, i) in made.iter().zip(0..) {
+        stored_as_made(t.db(), studios[i % 3].tenant, m.as_ref().unwrap()).await;
+    }
+}
+
 #[tokio::test]
 async fn a_studio_sale_gets_one_order_with_the_default_steps_and_a_normal_sale_none() {
     let t = TestDb::new().await;

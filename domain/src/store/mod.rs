@@ -16,6 +16,7 @@ pub mod production;
 pub mod products;
 pub mod reports;
 pub mod sales;
+pub mod sales_writer;
 pub mod schema;
 pub mod social;
 pub mod tenancy;
@@ -103,9 +104,12 @@ impl From<DieselError> for StoreError {
     fn from(e: DieselError) -> Self {
         match e {
             DieselError::NotFound => StoreError::NotFound("record"),
-            DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
-                StoreError::Unavailable(info.message().to_owned())
-            }
+            // The connection closed under the query (the server restarted):
+            // diesel-async says "unable to send", whatever the moment it broke.
+            DieselError::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                info,
+            ) => StoreError::Unavailable(info.message().to_owned()),
             DieselError::BrokenTransactionManager => StoreError::Unavailable("broken transaction".into()),
             DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
                 StoreError::Conflict(format!("already exists ({})", info.constraint_name().unwrap_or("unique")))
@@ -209,12 +213,38 @@ pub struct Db {
 impl Db {
     /// Builds the pool. Connections open lazily; [`Db::ping`] checks the server.
     pub fn new(url: DatabaseUrl, pool_size: usize, connect_timeout: Duration) -> Result<Db, StoreError> {
+        Self::build(url, pool_size, connect_timeout, None)
+    }
+
+    /// A pool of its own to the same database, of `size` connections that
+    /// each run `session` (`SET` statements) when they open: for a part
+    /// whose statements need other session settings than the rest.
+    pub fn own_pool(&self, size: usize, session: &'static str) -> Result<Db, StoreError> {
+        Self::build(self.url.clone(), size, self.connect_timeout, Some(session))
+    }
+
+    fn build(
+        url: DatabaseUrl,
+        pool_size: usize,
+        connect_timeout: Duration,
+        session: Option<&'static str>,
+    ) -> Result<Db, StoreError> {
         // Recycle without a `SELECT 1` per checkout (the default `Verified`
         // costs a round trip on every API request, twice with the auth guard): a
         // connection that broke fails its first query as `Unavailable` and is
         // dropped by the pool (`is_broken`).
         let mut config = diesel_async::pooled_connection::ManagerConfig::default();
         config.recycling_method = diesel_async::pooled_connection::RecyclingMethod::Fast;
+        if let Some(session) = session {
+            config.custom_setup = Box::new(move |url| {
+                Box::pin(async move {
+                    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+                    let mut conn = AsyncPgConnection::establish(url).await?;
+                    conn.batch_execute(session).await.map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+                    Ok(conn)
+                })
+            });
+        }
         let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url.expose(), config);
         let pool =
             Pool::builder(manager).max_size(pool_size).build().map_err(|e| StoreError::Unavailable(e.to_string()))?;

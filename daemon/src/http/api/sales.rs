@@ -95,8 +95,10 @@ pub async fn create_sale(
         created_by: Some(caller.user_id()),
         lines: b.lines.into_iter().map(NewLine::from).collect(),
     };
-    let mut conn = shared.db.conn().await?;
-    let sale = sales::create(&mut conn, caller.tenant, new, &origin()).await?;
+    // The connection goes back to the pool before the write: the writers
+    // take theirs from it.
+    let prepared = sales::prepare(&mut *shared.db.conn().await?, caller.tenant, new, &origin()).await?;
+    let sale = shared.sales.write(prepared).await?;
     Ok(created(sale))
 }
 
