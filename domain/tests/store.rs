@@ -7,7 +7,7 @@ use atelier_domain::rules::permissions::Role;
 use atelier_domain::rules::production::StepStatus;
 use atelier_domain::rules::sale::{self, Channel, SaleStatus};
 use atelier_domain::store::production::{Actor, ForSale};
-use atelier_domain::store::sales::{NewLine, NewSale, SaleFilter};
+use atelier_domain::store::sales::{NewLine, NewSale, SaleFilter, SaleRequest};
 use atelier_domain::store::{
     Db, RuleError, StoreError, Tenant, accounting, outbox, production, products, sales, tenancy,
 };
@@ -191,44 +191,56 @@ async fn stored_as_made(db: &Db, tenant: Tenant, made: &sales::SaleWithLines) {
     assert_eq!(raised, expected, "sale {}", made.sale.invoice_no);
 }
 
+fn asked(s: &Studio, new: NewSale) -> SaleRequest {
+    SaleRequest { tenant: s.tenant, new, origin: origin() }
+}
+
 #[tokio::test]
-async fn sales_written_together_are_numbered_per_studio_in_order_and_a_refused_one_takes_no_number() {
+async fn sales_created_together_are_numbered_per_studio_in_order_and_a_refused_one_takes_no_number() {
     let t = TestDb::new().await;
     let (a, b) = (studio(t.db(), "A").await, studio(t.db(), "B").await);
     let mut c = t.db().conn().await.unwrap();
-    let prepare = async |c: &mut atelier_domain::store::Conn, s: &Studio, new: NewSale| {
-        sales::prepare(c, s.tenant, new, &origin()).await.unwrap()
-    };
     let mut two_lines = sale_of(a.studio_product, 2, SaleStatus::Final);
     two_lines.lines.push(NewLine { product_id: a.shelf_product, quantity: 5, unit_price_minor: Some(10) });
     let batch = vec![
-        prepare(&mut c, &a, two_lines).await,
-        prepare(&mut c, &b, sale_of(b.shelf_product, 1, SaleStatus::Final)).await,
-        prepare(&mut c, &a, sale_of(a.shelf_product, 1, SaleStatus::Draft)).await,
-        prepare(&mut c, &b, sale_of(b.studio_product, 3, SaleStatus::Final)).await,
-        prepare(&mut c, &a, sale_of(a.studio_product, 1, SaleStatus::Final)).await,
+        asked(&a, two_lines),
+        asked(&b, sale_of(b.shelf_product, 1, SaleStatus::Final)),
+        asked(&a, sale_of(a.shelf_product, 1, SaleStatus::Draft)),
+        asked(&b, sale_of(b.studio_product, 3, SaleStatus::Final)),
+        asked(&a, sale_of(a.studio_product, 1, SaleStatus::Final)),
     ];
-    let made: Vec<_> = sales::write(&mut c, batch).await.into_iter().map(Result::unwrap).collect();
+    let made: Vec<_> = sales::create_all(&mut c, batch).await.into_iter().map(Result::unwrap).collect();
     let numbers: Vec<_> = made.iter().map(|m| &m.sale.invoice_no[11..]).collect();
     assert_eq!(numbers, ["0001", "0001", "0002", "0002", "0003"]);
+    assert_eq!(made[0].sale.total_minor, 2 * 2500 + 5 * 10);
     assert_eq!(made[0].lines.iter().map(|l| (l.line_no, l.quantity)).collect::<Vec<_>>(), [(1, 2), (2, 5)]);
     assert!(made[0].lines[0].id < made[0].lines[1].id);
     for (m, s) in made.iter().zip([&a, &b, &a, &b, &a]) {
         stored_as_made(t.db(), s.tenant, m).await;
     }
 
-    // A location of nowhere fails the statement; each sale is then written
-    // alone, and only that one is refused, taking no number.
+    // Refused when read (B's product in A's sale, a customer of nowhere) or
+    // when written (a location of nowhere fails the statement; each sale is
+    // then written alone): only those sales, and they take no number.
     let mut nowhere = sale_of(a.studio_product, 1, SaleStatus::Final);
     nowhere.location_id = Some(424_242);
+    let mut stranger = sale_of(b.shelf_product, 1, SaleStatus::Final);
+    stranger.customer_id = Some(424_242);
     let batch = vec![
-        prepare(&mut c, &a, sale_of(a.shelf_product, 1, SaleStatus::Final)).await,
-        prepare(&mut c, &a, nowhere).await,
-        prepare(&mut c, &b, sale_of(b.shelf_product, 1, SaleStatus::Final)).await,
-        prepare(&mut c, &a, sale_of(a.shelf_product, 2, SaleStatus::Final)).await,
+        asked(&a, sale_of(a.shelf_product, 1, SaleStatus::Final)),
+        asked(&a, nowhere),
+        asked(&b, sale_of(b.shelf_product, 1, SaleStatus::Final)),
+        asked(&a, sale_of(b.shelf_product, 1, SaleStatus::Final)),
+        asked(&b, stranger),
+        asked(&a, sale_of(a.shelf_product, 2, SaleStatus::Final)),
     ];
-    let results = sales::write(&mut c, batch).await;
-    assert!(matches!(&results[1], Err(StoreError::Invalid { field, .. }) if field == "location_id"), "{results:?}");
+    let results = sales::create_all(&mut c, batch).await;
+    let refused = |i: usize, name: &str| {
+        assert!(matches!(&results[i], Err(StoreError::Invalid { field, .. }) if field == name), "{:?}", results[i]);
+    };
+    refused(1, "location_id");
+    refused(3, "lines[0].product_id");
+    refused(4, "customer_id");
     let numbers: Vec<_> = results.iter().flatten().map(|m| &m.sale.invoice_no[11..]).collect();
     assert_eq!(numbers, ["0004", "0003", "0005"]);
     for (m, s) in results.iter().flatten().zip([&a, &b, &a]) {
@@ -239,19 +251,16 @@ async fn sales_written_together_are_numbered_per_studio_in_order_and_a_refused_o
 #[tokio::test]
 async fn sales_racing_through_the_writer_are_numbered_without_gaps_or_repeats() {
     use atelier_domain::store::sales_writer::{SalesWriter, WriterStats};
+    use std::sync::atomic::Ordering::Relaxed;
     let t = TestDb::new().await;
     let studios = [studio(t.db(), "A").await, studio(t.db(), "B").await, studio(t.db(), "C").await];
     let stats = std::sync::Arc::new(WriterStats::default());
     let writer = SalesWriter::start(t.db(), stats.clone()).unwrap();
-    let mut c = t.db().conn().await.unwrap();
-    let mut prepared = Vec::new();
-    for i in 0..90 {
+    let made = futures_util::future::join_all((0..90).map(|i| {
         let s = &studios[i % 3];
-        prepared.push(
-            sales::prepare(&mut c, s.tenant, sale_of(s.shelf_product, 1, SaleStatus::Final), &origin()).await.unwrap(),
-        );
-    }
-    let made = futures_util::future::join_all(prepared.into_iter().map(|p| writer.write(p))).await;
+        writer.create(asked(s, sale_of(s.shelf_product, 1, SaleStatus::Final)))
+    }))
+    .await;
     for s in &studios {
         let mut numbers: Vec<String> = made
             .iter()
@@ -262,12 +271,9 @@ async fn sales_racing_through_the_writer_are_numbered_without_gaps_or_repeats() 
         numbers.sort();
         assert_eq!(numbers, (1..=30).map(|n| format!("{n:04}")).collect::<Vec<_>>());
     }
-    let (batches, written) = (
-        stats.batches.load(std::sync::atomic::Ordering::Relaxed),
-        stats.sales.load(std::sync::atomic::Ordering::Relaxed),
-    );
-    assert_eq!(written, 90);
+    assert_eq!(stats.sales.load(Relaxed), 90);
     // Queued while the writers were busy, most went in together.
+    let batches = stats.batches.load(Relaxed);
     assert!(batches < 90, "{batches} batches");
     for (m, i) in made.iter().zip(0..) {
         stored_as_made(t.db(), studios[i % 3].tenant, m.as_ref().unwrap()).await;

@@ -98,6 +98,20 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         matches!(self, StoreError::Unavailable(_))
     }
+
+    /// The same failure for another request that shared the failed work (a
+    /// batch's reads): its kind kept, a database error kept as its message.
+    pub fn for_another(&self) -> StoreError {
+        match self {
+            StoreError::NotFound(what) => StoreError::NotFound(what),
+            StoreError::Forbidden(m) => StoreError::Forbidden(m.clone()),
+            StoreError::Invalid { field, message } => StoreError::invalid(field, message),
+            StoreError::Conflict(m) => StoreError::Conflict(m.clone()),
+            StoreError::Refused(r) => StoreError::Refused(r.clone()),
+            StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+            StoreError::Database(e) => StoreError::Database(DieselError::QueryBuilderError(e.to_string().into())),
+        }
+    }
 }
 
 impl From<DieselError> for StoreError {

@@ -3,8 +3,8 @@
 //! `sale.created`; a payment raises `payment.received`, each in the same
 //! transaction as the change.
 
-use super::schema::{businesses, customers, payments, products, sale_lines, sales};
-use super::tenancy::{self, Business};
+use super::schema::{customers, payments, products, sale_lines, sales};
+use super::tenancy;
 use super::{Conn, StoreError, Tenant, outbox};
 use crate::events::{Envelope, Event, Origin, PaymentReceived, SaleCreated, SaleLineData};
 use crate::rules::money::{Currency, Money};
@@ -110,22 +110,34 @@ struct Priced {
     total: Money,
 }
 
-/// The tenant's products named by `lines`: id → (price, currency, requires production).
-type Catalogue = HashMap<i64, (i64, String, bool)>;
+/// Products by (business, id): price, currency, requires production.
+type Catalogue = HashMap<(i64, i64), (i64, String, bool)>;
 
-/// Reads the products named by `lines` (any connection: `&mut &Conn` pipelines).
-async fn catalogue<C>(conn: &mut C, tenant: Tenant, lines: &[NewLine]) -> Result<Catalogue, StoreError>
+/// Reads the products named by `wanted` ((business, product) pairs), for
+/// any number of businesses in one statement (any connection: `&mut &Conn`
+/// pipelines). A pair whose product is not the business's is not found.
+async fn catalogue<C>(conn: &mut C, wanted: Vec<(i64, i64)>) -> Result<Catalogue, StoreError>
 where
     C: diesel_async::AsyncConnectionCore<Backend = diesel::pg::Pg>,
 {
-    let ids: Vec<i64> = lines.iter().map(|l| l.product_id).collect();
+    let (mut businesses, mut ids): (Vec<i64>, Vec<i64>) = wanted.into_iter().unzip();
+    for v in [&mut businesses, &mut ids] {
+        v.sort_unstable();
+        v.dedup();
+    }
     Ok(products::table
-        .filter(products::business_id.eq(tenant.business_id).and(products::id.eq_any(&ids)))
-        .select((products::id, products::unit_price_minor, products::currency, products::requires_production))
-        .load::<(i64, i64, String, bool)>(conn)
+        .filter(products::business_id.eq_any(&businesses).and(products::id.eq_any(&ids)))
+        .select((
+            products::business_id,
+            products::id,
+            products::unit_price_minor,
+            products::currency,
+            products::requires_production,
+        ))
+        .load::<(i64, i64, i64, String, bool)>(conn)
         .await?
         .into_iter()
-        .map(|(id, price, cur, rp)| (id, (price, cur, rp)))
+        .map(|(business, id, price, cur, rp)| ((business, id), (price, cur, rp)))
         .collect())
 }
 
@@ -137,12 +149,12 @@ async fn price_lines(
     currency: Currency,
     lines: Vec<NewLine>,
 ) -> Result<Priced, StoreError> {
-    let found = catalogue(conn, tenant, &lines).await?;
-    price(currency, lines, &found)
+    let found = catalogue(conn, lines.iter().map(|l| (tenant.business_id, l.product_id)).collect()).await?;
+    price(tenant, currency, lines, &found)
 }
 
 /// Prices the lines against the catalogue (no I/O).
-fn price(currency: Currency, lines: Vec<NewLine>, found: &Catalogue) -> Result<Priced, StoreError> {
+fn price(tenant: Tenant, currency: Currency, lines: Vec<NewLine>, found: &Catalogue) -> Result<Priced, StoreError> {
     if lines.is_empty() {
         return Err(StoreError::invalid("lines", "a sale needs at least one line"));
     }
@@ -150,8 +162,9 @@ fn price(currency: Currency, lines: Vec<NewLine>, found: &Catalogue) -> Result<P
     let mut for_total = Vec::with_capacity(lines.len());
     for (i, line) in lines.into_iter().enumerate() {
         let field = |f: &str| format!("lines[{i}].{f}");
-        let (price, cur, requires_production) =
-            found.get(&line.product_id).ok_or_else(|| StoreError::invalid(field("product_id"), "no such product"))?;
+        let (price, cur, requires_production) = found
+            .get(&(tenant.business_id, line.product_id))
+            .ok_or_else(|| StoreError::invalid(field("product_id"), "no such product"))?;
         if cur.as_str() != currency.as_str() {
             return Err(StoreError::invalid(
                 field("product_id"),
@@ -240,23 +253,55 @@ impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for NextInvoiceSeq {
     }
 }
 
-/// Creates a sale, final or draft; a final sale raises `sale.created`:
-/// [`prepare`], then [`write`] alone on the same connection (which may be in
-/// a transaction). The API writes through [`super::sales_writer`] instead,
-/// which writes concurrent sales together.
+/// Creates a sale, final or draft; a final sale raises `sale.created`
+/// ([`create_all`] of one, on `conn`, which may be in a transaction).
 pub async fn create(
     conn: &mut Conn,
     tenant: Tenant,
     new: NewSale,
     origin: &Origin,
 ) -> Result<SaleWithLines, StoreError> {
-    let prepared = prepare(conn, tenant, new, origin).await?;
-    write_one(conn, prepared).await
+    let request = SaleRequest { tenant, new, origin: origin.clone() };
+    let mut made = create_all(conn, vec![request]).await;
+    made.pop().unwrap_or(Err(StoreError::Database(diesel::result::Error::NotFound)))
+}
+
+/// A sale to create: in which business, what it says, and the chain of
+/// events it starts.
+pub struct SaleRequest {
+    pub tenant: Tenant,
+    pub new: NewSale,
+    pub origin: Origin,
+}
+
+/// Creates sales of any businesses together, each result in the order asked:
+/// one round trip of reads for them all ([`prepare`]), then one statement
+/// that writes those that passed ([`write`]). A sale refused (a product not
+/// the business's, an empty sale) refuses only itself. More than one sale
+/// only outside any transaction (see [`write`]). The API creates its sales
+/// through [`super::sales_writer`], which gathers concurrent requests here.
+pub async fn create_all(conn: &mut Conn, requests: Vec<SaleRequest>) -> Vec<Result<SaleWithLines, StoreError>> {
+    let n = requests.len();
+    let mut results: Vec<Option<Result<SaleWithLines, StoreError>>> = (0..n).map(|_| None).collect();
+    let mut ready = Vec::with_capacity(n);
+    for (i, prepared) in prepare(conn, requests).await.into_iter().enumerate() {
+        match prepared {
+            Ok(p) => ready.push((i, p)),
+            Err(e) => results[i] = Some(Err(e)),
+        }
+    }
+    let (order, batch): (Vec<usize>, Vec<PreparedSale>) = ready.into_iter().unzip();
+    if !batch.is_empty() {
+        for (i, written) in order.into_iter().zip(write(conn, batch).await) {
+            results[i] = Some(written);
+        }
+    }
+    results.into_iter().map(|r| r.unwrap_or(Err(StoreError::Database(diesel::result::Error::NotFound)))).collect()
 }
 
 /// A sale checked and priced, with its id and event, waiting for its invoice
 /// number: what [`write`] stores.
-pub struct PreparedSale {
+struct PreparedSale {
     sale: Sale,
     lines: Vec<PricedSaleLine>,
     /// The `sale.created` row for the outbox (a final sale only): its
@@ -264,46 +309,74 @@ pub struct PreparedSale {
     raised: Option<(uuid::Uuid, String, serde_json::Value, DateTime<Utc>)>,
 }
 
-/// Reads what a new sale needs and checks it: the business (its currency)
-/// with the sale's id, the customer if named, and the products, pipelined in
+/// Reads what new sales need and checks each: their businesses (currency)
+/// with each sale's id, the customers named, and the products, pipelined in
 /// one round trip outside any transaction. They lock nothing, and the
 /// write's foreign keys check again that what they found still exists.
-pub async fn prepare(
-    conn: &mut Conn,
-    tenant: Tenant,
-    new: NewSale,
-    origin: &Origin,
-) -> Result<PreparedSale, StoreError> {
-    let ((business, sale_id), customers_found, found) = {
+async fn prepare(conn: &mut Conn, requests: Vec<SaleRequest>) -> Vec<Result<PreparedSale, StoreError>> {
+    let businesses: Vec<i64> = requests.iter().map(|r| r.tenant.business_id).collect();
+    let named: Vec<(i64, i64)> =
+        requests.iter().filter_map(|r| Some((r.tenant.business_id, r.new.customer_id?))).collect();
+    let read = {
         let (mut c1, mut c2, mut c3) = (&*conn, &*conn, &*conn);
-        let customer = async {
-            match new.customer_id {
-                None => Ok(1),
-                Some(id) => {
-                    customers::table
-                        .filter(customers::business_id.eq(tenant.business_id).and(customers::id.eq(id)))
-                        .count()
-                        .get_result::<i64>(&mut c2)
-                        .await
-                }
+        let customers = async {
+            if named.is_empty() {
+                return Ok(Vec::new());
             }
+            let (biz, ids): (Vec<i64>, Vec<i64>) = named.iter().copied().unzip();
+            customers::table
+                .filter(customers::business_id.eq_any(&biz).and(customers::id.eq_any(&ids)))
+                .select((customers::business_id, customers::id))
+                .load::<(i64, i64)>(&mut c2)
+                .await
         };
-        let business = businesses::table
-            .find(tenant.business_id)
-            .select((Business::as_select(), next_sale_id()))
-            .first::<(Business, i64)>(&mut c1);
+        let lines: Vec<(i64, i64)> =
+            requests.iter().flat_map(|r| r.new.lines.iter().map(|l| (r.tenant.business_id, l.product_id))).collect();
         futures_util::future::try_join3(
-            async { business.await.optional()?.ok_or(StoreError::NotFound("business")) },
-            async { customer.await.map_err(StoreError::from) },
-            catalogue(&mut c3, tenant, &new.lines),
+            async {
+                SaleIds { businesses: &businesses }.load::<(i64, String, i64)>(&mut c1).await.map_err(StoreError::from)
+            },
+            async { customers.await.map_err(StoreError::from) },
+            catalogue(&mut c3, lines),
         )
-        .await?
+        .await
     };
-    if customers_found == 0 {
+    let (ids, customers_found, found) = match read {
+        Ok(read) => read,
+        Err(e) => return requests.iter().map(|_| Err(e.for_another())).collect(),
+    };
+    // Each business's currency and a sale id per sale asked for it.
+    let mut of_business: HashMap<i64, (String, Vec<i64>)> = HashMap::new();
+    for (business, currency, id) in ids {
+        of_business.entry(business).or_insert_with(|| (currency, Vec::new())).1.push(id);
+    }
+    let customers_found: std::collections::HashSet<(i64, i64)> = customers_found.into_iter().collect();
+    requests
+        .into_iter()
+        .map(|r| {
+            let (currency, ids) = of_business.get_mut(&r.tenant.business_id).ok_or(StoreError::NotFound("business"))?;
+            let id = ids.pop().ok_or(StoreError::NotFound("business"))?;
+            let currency: Currency = currency.parse()?;
+            prepare_one(r, id, currency, &customers_found, &found)
+        })
+        .collect()
+}
+
+/// Checks and prices one sale against what [`prepare`] read (no I/O).
+fn prepare_one(
+    r: SaleRequest,
+    sale_id: i64,
+    currency: Currency,
+    customers_found: &std::collections::HashSet<(i64, i64)>,
+    found: &Catalogue,
+) -> Result<PreparedSale, StoreError> {
+    let SaleRequest { tenant, new, origin } = r;
+    if let Some(id) = new.customer_id
+        && !customers_found.contains(&(tenant.business_id, id))
+    {
         return Err(StoreError::invalid("customer_id", "no such customer"));
     }
-    let currency: Currency = business.currency.parse()?;
-    let priced = price(currency, new.lines, &found)?;
+    let priced = price(tenant, currency, new.lines, found)?;
     // PostgreSQL keeps microseconds: the sale returned is the sale stored.
     let now = Utc::now().trunc_subsecs(6);
     let sale = Sale {
@@ -325,7 +398,7 @@ pub async fn prepare(
     };
     let raised = match new.status {
         SaleStatus::Final => {
-            let e = Envelope::new(&sale_created(&sale, line_data(&priced)), Some(tenant.business_id), origin, now);
+            let e = Envelope::new(&sale_created(&sale, line_data(&priced)), Some(tenant.business_id), &origin, now);
             Some((e.id, e.event_type.clone(), outbox::envelope_json(&e)?, e.occurred_at))
         }
         SaleStatus::Draft => None,
@@ -333,11 +406,35 @@ pub async fn prepare(
     Ok(PreparedSale { sale, lines: priced.lines, raised })
 }
 
-impl PreparedSale {
-    pub fn business_id(&self) -> i64 {
-        self.sale.business_id
-    }
+/// For each business id given (repeated once per sale), the business's id,
+/// currency and a new sale id: `nextval` once per row, so a business asked
+/// for three times gets three ids. A business that does not exist has no
+/// rows. Static, so diesel caches the prepared statement.
+struct SaleIds<'a> {
+    businesses: &'a [i64],
+}
 
+struct SaleIdsId;
+
+impl diesel::query_builder::QueryId for SaleIds<'_> {
+    type QueryId = SaleIdsId;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl diesel::query_builder::Query for SaleIds<'_> {
+    type SqlType = (diesel::sql_types::BigInt, diesel::sql_types::Text, diesel::sql_types::BigInt);
+}
+
+impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for SaleIds<'_> {
+    fn walk_ast<'b>(&'b self, mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>) -> QueryResult<()> {
+        out.push_sql("SELECT b.id, b.currency, nextval('sales_id_seq') FROM unnest(");
+        out.push_bind_param::<diesel::sql_types::Array<diesel::sql_types::BigInt>, _>(&self.businesses)?;
+        out.push_sql(") AS r (business_id) JOIN businesses b ON b.id = r.business_id");
+        Ok(())
+    }
+}
+
+impl PreparedSale {
     /// The sale as stored, once numbered and its lines given ids.
     fn stored(self, invoice_no: String, line_ids: Vec<i64>) -> SaleWithLines {
         let Self { mut sale, lines, .. } = self;
@@ -378,9 +475,10 @@ async fn write_one(conn: &mut Conn, prepared: PreparedSale) -> Result<SaleWithLi
 /// each studio's in the order given, and returns each sale's result in that
 /// order. When the statement fails, nothing of it was written, and each sale
 /// is written again alone so that only the sale at fault is refused (a
-/// foreign key: a location or customer deleted since it was prepared). On a
-/// connection outside any transaction: a failed statement would abort one.
-pub async fn write(conn: &mut Conn, batch: Vec<PreparedSale>) -> Vec<Result<SaleWithLines, StoreError>> {
+/// foreign key: a location or customer deleted since it was prepared). More
+/// than one sale only on a connection outside any transaction, where a
+/// failed statement aborts nothing.
+async fn write(conn: &mut Conn, batch: Vec<PreparedSale>) -> Vec<Result<SaleWithLines, StoreError>> {
     if batch.len() == 1 {
         let one = batch.into_iter().next().expect("one sale");
         return vec![write_one(conn, one).await];
@@ -579,17 +677,6 @@ fn refused_reference(e: diesel::result::Error) -> StoreError {
         _ => return e.into(),
     };
     StoreError::invalid(field, "no such record in this business")
-}
-
-diesel::define_sql_function! {
-    /// PostgreSQL's `nextval`, here for the sales id sequence: a sale's id is
-    /// taken with the reads so that its rows can be written in one statement.
-    #[sql_name = "nextval"]
-    fn nextval_regclass(sequence: diesel::sql_types::Text) -> diesel::sql_types::BigInt;
-}
-
-fn next_sale_id() -> nextval_regclass<diesel::dsl::AsExprOf<&'static str, diesel::sql_types::Text>> {
-    nextval_regclass("sales_id_seq")
 }
 
 /// The event's view of priced lines.

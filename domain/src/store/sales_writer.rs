@@ -1,33 +1,33 @@
-//! Group commit for the API's sales: sales prepared by concurrent requests
-//! are written together, as many as are waiting, in one statement
-//! ([`sales::write`]).
+//! Group commit for the API's sales: the sales of concurrent requests are
+//! created together, as many as are waiting ([`sales::create_all`]): one
+//! round trip of reads for them all, then one statement that writes them.
 //!
 //! Why: PostgreSQL's cost of a sale is mostly per statement and per commit
-//! (its parse, locks, WAL flush and reply), not per row. Written one by one,
-//! 64 busy connections on 2 cores made about 2,900 sales/s; written together,
-//! a statement of 8 sales costs about twice one of 1 (`ci/bench http` and
-//! `daemon/benches/sale.pgbench.sql` measure both).
+//! (executor start, locks, WAL flush, the reply over the socket), not per
+//! row: a statement writing 8 sales costs about twice one writing 1. With
+//! each request reading and writing its own sale, 64 busy connections on 2
+//! cores made about 2,900 sales/s (p99 29-33 ms); created together, about
+//! 6,000 (p99 15-18 ms). `ci/bench http` measures it.
 //!
-//! How: requests queue their prepared sale; [`WRITERS`] tasks each take
-//! everything queued (up to [`MAX_BATCH`]), write it on a pooled connection
-//! and answer each request. Nobody waits for a batch to fill: a sale alone is
-//! written at once, and sales queue only while the writers are busy, which
-//! is when batching pays. A batch that fails is written again sale by sale,
-//! so only the sale at fault is refused. A request that goes away after
-//! queueing its sale does not take it back: the sale is written, as it would
-//! be had the request gone away during its statement.
+//! How: requests queue their sale; [`WRITERS`] tasks each take everything
+//! queued (up to [`MAX_BATCH`]), create it on a connection of their own and
+//! answer each request. Nobody waits for a batch to fill: a sale alone is
+//! created at once, and sales queue only while the writers are busy, which
+//! is when batching pays. A sale refused refuses only itself. A request that
+//! goes away after queueing its sale does not take it back: the sale is
+//! created, as it would be had the request gone away during its statement.
 
-use super::sales::{self, PreparedSale, SaleWithLines};
+use super::sales::{self, SaleRequest, SaleWithLines};
 use super::{Db, StoreError};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-/// Batches written at the same time. With two, one batch's round trip to
-/// the database does not idle the writing, nor does one batch waiting on a
+/// Batches created at the same time. With two, one batch's round trips to
+/// the database do not idle the writing, nor does one batch waiting on a
 /// studio's numbering lock stop every sale. Measured with `ci/bench http`
-/// (loopback, 2 cores, 64 connections, 16 studios): 1 writer made about
-/// 6,000 sales/s, 2 about 5,700 and 4 about 5,000 (more writers, smaller
+/// (loopback, 2 cores, 64 connections, 16 studios): 2 writers made
+/// 5,800-6,200 sales/s, 3 about 6,000 and 4 5,700 (more writers, smaller
 /// batches, and their studios' numbering rows locked by one another).
 pub const WRITERS: usize = 2;
 
@@ -39,7 +39,7 @@ pub const WRITERS: usize = 2;
 /// One plan suits it: it reads no table but by key.
 const SESSION: &str = "SET plan_cache_mode = force_generic_plan";
 
-/// The most sales in one statement.
+/// The most sales in one batch.
 pub const MAX_BATCH: usize = 64;
 
 /// Sales waiting for a writer before a request waits to queue its own.
@@ -57,7 +57,7 @@ pub struct WriterStats {
 /// The queue to the writers. The writers stop when it is dropped, after
 /// writing what was queued.
 pub struct SalesWriter {
-    queue: mpsc::Sender<(PreparedSale, Reply)>,
+    queue: mpsc::Sender<(SaleRequest, Reply)>,
 }
 
 impl SalesWriter {
@@ -74,8 +74,8 @@ impl SalesWriter {
         Ok(SalesWriter { queue })
     }
 
-    /// Writes `sale` with whatever other sales are waiting; its own result.
-    pub async fn write(&self, sale: PreparedSale) -> Result<SaleWithLines, StoreError> {
+    /// Creates the sale with whatever other sales are waiting; its own result.
+    pub async fn create(&self, sale: SaleRequest) -> Result<SaleWithLines, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.queue.send((sale, reply)).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
@@ -87,7 +87,7 @@ fn stopped() -> StoreError {
 }
 
 /// One writer: takes what is queued, writes it, answers, until the queue closes.
-async fn run(db: Db, queue: Arc<Mutex<mpsc::Receiver<(PreparedSale, Reply)>>>, stats: Arc<WriterStats>) {
+async fn run(db: Db, queue: Arc<Mutex<mpsc::Receiver<(SaleRequest, Reply)>>>, stats: Arc<WriterStats>) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     loop {
         // One writer gathers at a time, so the other's batch is not split.
@@ -103,7 +103,7 @@ async fn run(db: Db, queue: Arc<Mutex<mpsc::Receiver<(PreparedSale, Reply)>>>, s
         let written = tokio::spawn(async move {
             let n = batch.len();
             match db.conn().await {
-                Ok(mut conn) => sales::write(&mut conn, batch).await,
+                Ok(mut conn) => sales::create_all(&mut conn, batch).await,
                 Err(e) => {
                     let message = e.to_string();
                     (0..n).map(|_| Err(StoreError::Unavailable(message.clone()))).collect()

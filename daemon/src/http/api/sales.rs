@@ -7,7 +7,7 @@ use super::extract::{ApiJson, ApiQuery, Caller, Id, Page};
 use super::origin;
 use crate::app::Shared;
 use atelier_domain::rules::sale::{Channel, SaleStatus};
-use atelier_domain::store::sales::{self, NewLine, NewSale, SaleFilter};
+use atelier_domain::store::sales::{self, NewLine, NewSale, SaleFilter, SaleRequest};
 use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -95,10 +95,7 @@ pub async fn create_sale(
         created_by: Some(caller.user_id()),
         lines: b.lines.into_iter().map(NewLine::from).collect(),
     };
-    // The connection goes back to the pool before the write: the writers
-    // take theirs from it.
-    let prepared = sales::prepare(&mut *shared.db.conn().await?, caller.tenant, new, &origin()).await?;
-    let sale = shared.sales.write(prepared).await?;
+    let sale = shared.sales.create(SaleRequest { tenant: caller.tenant, new, origin: origin() }).await?;
     Ok(created(sale))
 }
 
