@@ -1,9 +1,9 @@
 //! HTTP benchmark (run by `ci/bench.d/http`): atelierd on port 0 with its own
 //! database, and a load generator in the same process (its own runtime) that
 //! keeps 64 connections busy on `GET /health` (the bare baseline route),
-//! `GET /api/v1/worker/steps` and `POST /api/v1/sales` (all on one studio, then
-//! spread over `BENCH_BUSINESSES` studios: a studio's sales serialize on its
-//! gapless invoice numbering), then prints
+//! `GET /api/v1/worker/steps` and `POST /api/v1/sales` (all on one studio, whose
+//! sales all take numbers from one gapless invoice numbering, then spread
+//! over `BENCH_BUSINESSES` studios), then prints
 //! requests/s and p50/p99 latency for each. Bounded: a few seconds per route,
 //! loopback only. `BENCH_SECONDS` and `BENCH_CONNECTIONS` override the defaults;
 //! `BENCH_ROUTES=studios,health` runs only the routes whose names contain one of
@@ -14,7 +14,8 @@
 //! The server's threads are named `atelierd` and the load generator's
 //! `loadgen`, so `top -H` or `perf report --sort comm` splits the CPU between
 //! them and PostgreSQL (on 2026-11-26, saturated: worker/steps about 47% /
-//! 14% / 38%, sales 26% / 6% / 67%).
+//! 14% / 38%; sales, written together by `store::sales_writer`, 38% / 8% /
+//! 50%).
 //!
 //! Two kinds of load, both on the same 64 connections:
 //! - **saturated** (closed loop): each connection sends its next request as
