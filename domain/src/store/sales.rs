@@ -263,7 +263,12 @@ pub async fn create(
 ) -> Result<SaleWithLines, StoreError> {
     let request = SaleRequest { tenant, new, origin: origin.clone() };
     let mut made = create_all(conn, vec![request]).await;
-    made.pop().unwrap_or(Err(StoreError::Database(diesel::result::Error::NotFound)))
+    made.pop().unwrap_or_else(|| Err(unanswered()))
+}
+
+/// A sale the batch did not answer for: a bug (500).
+fn unanswered() -> StoreError {
+    StoreError::Database(diesel::result::Error::QueryBuilderError("a sale of the batch got no result".into()))
 }
 
 /// A sale to create: in which business, what it says, and the chain of
@@ -296,7 +301,7 @@ pub async fn create_all(conn: &mut Conn, requests: Vec<SaleRequest>) -> Vec<Resu
             results[i] = Some(written);
         }
     }
-    results.into_iter().map(|r| r.unwrap_or(Err(StoreError::Database(diesel::result::Error::NotFound)))).collect()
+    results.into_iter().map(|r| r.unwrap_or_else(|| Err(unanswered()))).collect()
 }
 
 /// A sale checked and priced, with its id and event, waiting for its invoice
@@ -307,6 +312,30 @@ struct PreparedSale {
     /// The `sale.created` row for the outbox (a final sale only): its
     /// envelope's `data.invoice_no` is set when the sale is numbered.
     raised: Option<(uuid::Uuid, String, serde_json::Value, DateTime<Utc>)>,
+}
+
+impl PreparedSale {
+    /// The sale as stored, once numbered and its lines given ids.
+    fn stored(self, invoice_no: String, line_ids: Vec<i64>) -> SaleWithLines {
+        let Self { mut sale, lines, .. } = self;
+        sale.invoice_no = invoice_no;
+        let lines = lines
+            .into_iter()
+            .zip(line_ids)
+            .enumerate()
+            .map(|(i, (l, id))| SaleLine {
+                id,
+                business_id: sale.business_id,
+                sale_id: sale.id,
+                line_no: i as i32 + 1,
+                product_id: l.product_id,
+                quantity: l.quantity,
+                unit_price_minor: l.unit_price_minor,
+                line_total_minor: l.line_total_minor,
+            })
+            .collect();
+        SaleWithLines { sale, lines }
+    }
 }
 
 /// Reads what new sales need and checks each: their businesses (currency)
@@ -434,30 +463,6 @@ impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for SaleIds<'_> {
     }
 }
 
-impl PreparedSale {
-    /// The sale as stored, once numbered and its lines given ids.
-    fn stored(self, invoice_no: String, line_ids: Vec<i64>) -> SaleWithLines {
-        let Self { mut sale, lines, .. } = self;
-        sale.invoice_no = invoice_no;
-        let lines = lines
-            .into_iter()
-            .zip(line_ids)
-            .enumerate()
-            .map(|(i, (l, id))| SaleLine {
-                id,
-                business_id: sale.business_id,
-                sale_id: sale.id,
-                line_no: i as i32 + 1,
-                product_id: l.product_id,
-                quantity: l.quantity,
-                unit_price_minor: l.unit_price_minor,
-                line_total_minor: l.line_total_minor,
-            })
-            .collect();
-        SaleWithLines { sale, lines }
-    }
-}
-
 /// What [`WriteSales`] returns of each sale: its id, invoice number and lines' ids.
 type Written = (i64, String, Vec<i64>);
 
@@ -467,7 +472,7 @@ async fn write_one(conn: &mut Conn, prepared: PreparedSale) -> Result<SaleWithLi
         WriteSales::new(std::slice::from_ref(&prepared)).load::<Written>(conn).await.map_err(refused_reference)?;
     match rows.into_iter().next() {
         Some((_, invoice_no, line_ids)) => Ok(prepared.stored(invoice_no, line_ids)),
-        None => Err(StoreError::Database(diesel::result::Error::NotFound)),
+        None => Err(unanswered()),
     }
 }
 
@@ -491,7 +496,7 @@ async fn write(conn: &mut Conn, batch: Vec<PreparedSale>) -> Vec<Result<SaleWith
                 .into_iter()
                 .map(|p| match numbered.remove(&p.sale.id) {
                     Some((invoice_no, line_ids)) => Ok(p.stored(invoice_no, line_ids)),
-                    None => Err(StoreError::Database(diesel::result::Error::NotFound)),
+                    None => Err(unanswered()),
                 })
                 .collect()
         }
