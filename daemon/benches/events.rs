@@ -430,8 +430,8 @@ async fn daemon(resolved: config::Resolved, db_effects: bool, n: u64) -> Figures
     let figures = Figures {
         events: n,
         events_per_s: n as f64 / secs,
-        p50_ms: series.quantile_bound(0.5).map(|s| s * 1000.0),
-        p99_ms: series.quantile_bound(0.99).map(|s| s * 1000.0),
+        p50_ms: series.handling.quantile_bound(0.5).map(|s| s * 1000.0),
+        p99_ms: series.handling.quantile_bound(0.99).map(|s| s * 1000.0),
         peak_rss_mib: peak_rss_mib(),
         cpu_us_per_event: cpu * 1e6 / n as f64,
         broker_us_per_event: 0.0,

@@ -2,8 +2,9 @@
 //! hand-written registry of atomics (no dependency, nothing allocated per
 //! event once a (handler, type) series exists). Event counters per handler
 //! and type, a handling-latency histogram, outbox backlog and lag, broker and
-//! consumer state, the sales writer's batches; dead letters by status are
-//! read from the database when scraped.
+//! consumer state, HTTP requests by method, route and status with their
+//! latency, the sales writer's batches; dead letters by status are read from
+//! the database when scraped.
 
 use atelier_domain::store::sales_writer::WriterStats;
 use std::collections::BTreeMap;
@@ -16,6 +17,59 @@ use std::time::Duration;
 const BUCKETS: [f64; 15] =
     [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
+/// A latency histogram over [`BUCKETS`]. Each observation adds to its own
+/// bucket only (one atomic add, not one per bucket above it); the buckets
+/// are summed into Prometheus' cumulative form when read.
+#[derive(Default)]
+pub struct Histogram {
+    /// Observations per bucket; the last is above every bound.
+    buckets: [AtomicU64; BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        let i = BUCKETS.iter().position(|le| secs <= *le).unwrap_or(BUCKETS.len());
+        self.buckets[i].fetch_add(1, Relaxed);
+        self.sum_micros.fetch_add(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    /// (upper bound, observations at or below it) per bucket, then the count.
+    fn cumulative(&self) -> ([(f64, u64); BUCKETS.len()], u64) {
+        let mut running = 0;
+        let below = std::array::from_fn(|i| {
+            running += self.buckets[i].load(Relaxed);
+            (BUCKETS[i], running)
+        });
+        (below, running + self.buckets[BUCKETS.len()].load(Relaxed))
+    }
+
+    /// The latency below which a share `q` (0..1) of observations fall: the
+    /// upper bound of the bucket holding that quantile (None: no data or above
+    /// the last bucket).
+    pub fn quantile_bound(&self, q: f64) -> Option<f64> {
+        let (below, count) = self.cumulative();
+        if count == 0 {
+            return None;
+        }
+        let rank = (q * count as f64).ceil() as u64;
+        below.iter().find(|(_, n)| *n >= rank).map(|(le, _)| *le)
+    }
+
+    /// Its `_bucket`, `_sum` and `_count` lines for `name` with `labels`.
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let (below, count) = self.cumulative();
+        for (le, n) in below {
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {n}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+        let sum = self.sum_micros.load(Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+    }
+}
+
 /// The counters of one (handler, event type).
 #[derive(Default)]
 pub struct Series {
@@ -24,23 +78,12 @@ pub struct Series {
     pub retried: AtomicU64,
     pub dead_lettered: AtomicU64,
     pub transient: AtomicU64,
-    buckets: [AtomicU64; BUCKETS.len()],
-    count: AtomicU64,
-    sum_micros: AtomicU64,
+    /// Delivery to a durable outcome.
+    pub handling: Histogram,
 }
 
-impl Series {
-    pub fn observe(&self, elapsed: Duration) {
-        let secs = elapsed.as_secs_f64();
-        for (i, le) in BUCKETS.iter().enumerate() {
-            if secs <= *le {
-                self.buckets[i].fetch_add(1, Relaxed);
-            }
-        }
-        self.count.fetch_add(1, Relaxed);
-        self.sum_micros.fetch_add(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX), Relaxed);
-    }
-}
+/// method → route (its template) → status: the HTTP requests answered.
+type HttpSeries = BTreeMap<String, BTreeMap<String, BTreeMap<u16, Arc<Histogram>>>>;
 
 #[derive(Default)]
 pub struct Metrics {
@@ -56,6 +99,7 @@ pub struct Metrics {
     pub reconnects: AtomicU64,
     /// The API's sales written together (group commit).
     pub sales_writer: Arc<WriterStats>,
+    http: Mutex<HttpSeries>,
 }
 
 impl Metrics {
@@ -68,6 +112,19 @@ impl Metrics {
         let s = Arc::new(Series::default());
         map.entry(handler.to_owned()).or_default().insert(event_type.to_owned(), s.clone());
         s
+    }
+
+    /// The histogram of HTTP requests answered `status` on `route` (the
+    /// route's template, never the raw path, so the series stay few),
+    /// created on first use.
+    pub fn http(&self, method: &str, route: &str, status: u16) -> Arc<Histogram> {
+        let mut map = self.http.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = map.get(method).and_then(|m| m.get(route)).and_then(|m| m.get(&status)) {
+            return h.clone();
+        }
+        let h = Arc::new(Histogram::default());
+        map.entry(method.to_owned()).or_default().entry(route.to_owned()).or_default().insert(status, h.clone());
+        h
     }
 
     /// Sum of one counter over every series of `handler` (tests, readiness).
@@ -108,19 +165,27 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE atelier_event_handling_seconds histogram");
         for ((h, t), s) in &map {
-            let labels = format!("handler=\"{h}\",event_type=\"{t}\"");
-            for (i, le) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "atelier_event_handling_seconds_bucket{{{labels},le=\"{le}\"}} {}",
-                    s.buckets[i].load(Relaxed)
-                );
+            s.handling.render(
+                &mut out,
+                "atelier_event_handling_seconds",
+                &format!("handler=\"{h}\",event_type=\"{t}\""),
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP atelier_http_request_duration_seconds Time to answer an HTTP request (to its headers), by method, route and status; its _count is the requests."
+        );
+        let _ = writeln!(out, "# TYPE atelier_http_request_duration_seconds histogram");
+        {
+            let http = self.http.lock().unwrap_or_else(|p| p.into_inner());
+            for (method, routes) in http.iter() {
+                for (route, statuses) in routes {
+                    for (status, h) in statuses {
+                        let labels = format!("method=\"{method}\",route=\"{route}\",status=\"{status}\"");
+                        h.render(&mut out, "atelier_http_request_duration_seconds", &labels);
+                    }
+                }
             }
-            let count = s.count.load(Relaxed);
-            let _ = writeln!(out, "atelier_event_handling_seconds_bucket{{{labels},le=\"+Inf\"}} {count}");
-            let sum = s.sum_micros.load(Relaxed) as f64 / 1e6;
-            let _ = writeln!(out, "atelier_event_handling_seconds_sum{{{labels}}} {sum}");
-            let _ = writeln!(out, "atelier_event_handling_seconds_count{{{labels}}} {count}");
         }
         let gauges: [(&str, &str, &str, i64); 8] = [
             ("atelier_outbox_backlog", "gauge", "Outbox rows not yet published", self.outbox_backlog.load(Relaxed)),
@@ -178,20 +243,6 @@ impl Metrics {
     }
 }
 
-impl Series {
-    /// The latency below which a share `q` (0..1) of observations fall: the
-    /// upper bound of the bucket holding that quantile (None: no data or above
-    /// the last bucket).
-    pub fn quantile_bound(&self, q: f64) -> Option<f64> {
-        let count = self.count.load(Relaxed);
-        if count == 0 {
-            return None;
-        }
-        let rank = (q * count as f64).ceil() as u64;
-        BUCKETS.iter().zip(&self.buckets).find(|(_, b)| b.load(Relaxed) >= rank).map(|(le, _)| *le)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,8 +252,8 @@ mod tests {
         let m = Metrics::default();
         let s = m.series("production", "sale.created");
         s.consumed.fetch_add(2, Relaxed);
-        s.observe(Duration::from_millis(3));
-        s.observe(Duration::from_millis(300));
+        s.handling.observe(Duration::from_millis(3));
+        s.handling.observe(Duration::from_millis(300));
         let text = m.render(&[("dead".into(), 4)]);
         assert!(text.contains("atelier_events_consumed_total{handler=\"production\",event_type=\"sale.created\"} 2"));
         assert!(text.contains("le=\"0.005\"} 1"), "{text}");
@@ -210,5 +261,12 @@ mod tests {
         assert!(text.contains("le=\"+Inf\"} 2"), "{text}");
         assert!(text.contains("atelier_dead_letters{status=\"dead\"} 4"));
         assert_eq!(m.total("production", |s| s.consumed.load(Relaxed)), 2);
+        assert_eq!(s.handling.quantile_bound(0.5), Some(0.005));
+        assert_eq!(s.handling.quantile_bound(0.99), Some(0.5));
+        // Above the last bound: counted in +Inf only.
+        s.handling.observe(Duration::from_secs(20));
+        let text = m.render(&[]);
+        assert!(text.contains("le=\"10\"} 2") && text.contains("le=\"+Inf\"} 3"), "{text}");
+        assert_eq!(s.handling.quantile_bound(0.99), None);
     }
 }

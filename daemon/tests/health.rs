@@ -33,3 +33,26 @@ async fn ready_reports_pending_migrations() {
     assert_eq!(body["checks"]["migrations"]["ok"], false, "{body}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn metrics_count_requests_by_method_route_template_and_status() {
+    let mut app = spawn_app().await;
+    for path in ["/health", "/health", "/api/v1/sales/12345", "/api/v1/no/such/route", "/nowhere"] {
+        app.client.get(app.url(path)).send().await.unwrap();
+    }
+    let text = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let count = |labels: &str| {
+        let line = format!("atelier_http_request_duration_seconds_count{{{labels}}} ");
+        text.lines().find_map(|l| l.strip_prefix(&line)).map(|n| n.parse::<u64>().unwrap())
+    };
+    assert_eq!(count(r#"method="GET",route="/health",status="200""#), Some(2), "{text}");
+    // The route's template, never the raw path (ids would make a series each).
+    assert_eq!(count(r#"method="GET",route="/api/v1/sales/{id}",status="401""#), Some(1), "{text}");
+    assert!(!text.contains("12345"), "{text}");
+    assert!(!text.contains("/nowhere") && !text.contains("/no/such"), "{text}");
+    assert_eq!(count(r#"method="GET",route="unmatched",status="404""#), Some(2), "{text}");
+    assert!(text.contains(
+        r#"atelier_http_request_duration_seconds_bucket{method="GET",route="/health",status="200",le="+Inf"} 2"#
+    ));
+    app.stop().await;
+}

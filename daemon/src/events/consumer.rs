@@ -352,7 +352,7 @@ impl Work {
                 // at spawn) for them.
                 failed => Box::pin(self.settle(delivery, attempt, &event_type, failed, &series)).await,
             }
-            series.observe(started.elapsed());
+            series.handling.observe(started.elapsed());
         }
         .instrument(span)
         .await

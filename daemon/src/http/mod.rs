@@ -22,7 +22,24 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/version", get(version))
         .route("/metrics", get(metrics))
         .nest("/api/v1", api::router(shared.clone()))
+        .layer(axum::middleware::from_fn_with_state(shared.clone(), count))
         .with_state(shared)
+}
+
+/// Counts each request and its time to answer in `/metrics`, by method,
+/// route template (`unmatched` for a path no route serves) and status.
+async fn count(
+    State(shared): State<Arc<Shared>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let route = req.extensions().get::<axum::extract::MatchedPath>().cloned();
+    let res = next.run(req).await;
+    let route = route.as_ref().map_or("unmatched", |r| r.as_str());
+    shared.metrics.http(method.as_str(), route, res.status().as_u16()).observe(started.elapsed());
+    res
 }
 
 pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) -> Result<(), AppError> {
