@@ -61,11 +61,29 @@ pub enum Command {
     /// Staff accounts of the apps' API (the first admin of a new studio included).
     #[command(subcommand)]
     Users(UsersCommand),
+    /// For CI: is this environment's atelierd ready and running the expected version? Exit 0 yes, 5 no, 4 unreachable.
+    Gate(GateArgs),
     /// Print a shell completion script: `atelier completions bash > /etc/bash_completion.d/atelier`.
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, ClapArgs)]
+#[command(after_help = "Asks <URL>/version (it must name VERSION and this environment) and <URL>/ready \
+(database migrated and reachable; broker and consumers up where events run). A pipeline runs \
+`atelier --env staging gate --expect-version \"$V\" --wait 5m` before it deploys V to production.")]
+pub struct GateArgs {
+    /// The version atelierd must run (as its /version says, e.g. 0.1.0).
+    #[arg(long, value_name = "VERSION")]
+    pub expect_version: String,
+    /// atelierd's base URL. Default: the environment's http.public_base_url.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Look again every 2 s until healthy or this long has passed (e.g. 5m). Default: one look.
+    #[arg(long, value_name = "DURATION")]
+    pub wait: Option<humantime::Duration>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -49,6 +49,17 @@ impl Output {
         }
     }
 
+    /// A spinner with `message` on a terminal, for work of unknown length; hidden elsewhere.
+    pub fn spinner(&self, message: &str) -> ProgressBar {
+        if self.quiet || self.is_json() || !std::io::stderr().is_terminal() {
+            return ProgressBar::hidden();
+        }
+        let spinner = ProgressBar::new_spinner();
+        spinner.set_message(message.to_owned());
+        spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+        spinner
+    }
+
     /// A progress bar of `len` steps on a terminal; hidden elsewhere.
     pub fn progress(&self, len: u64, message: &str) -> ProgressBar {
         if self.quiet || self.is_json() || !std::io::stderr().is_terminal() {

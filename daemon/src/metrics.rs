@@ -35,6 +35,11 @@ impl Histogram {
         self.sum_micros.fetch_add(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX), Relaxed);
     }
 
+    /// How many observations.
+    pub fn count(&self) -> u64 {
+        self.cumulative().1
+    }
+
     /// (upper bound, observations at or below it) per bucket, then the count.
     fn cumulative(&self) -> ([(f64, u64); BUCKETS.len()], u64) {
         let mut running = 0;

@@ -2,6 +2,7 @@
 
 mod dlq;
 mod env;
+mod gate;
 mod migrate;
 mod replay;
 mod topology;
@@ -21,6 +22,7 @@ pub async fn run(args: Args) -> Result<Code, Failure> {
             Ok(Code::Ok)
         }
         Command::Env(cmd) => env::run(cmd, &args.global, out),
+        Command::Gate(cmd) => gate::run(cmd, &Context::load(&args.global, out)?).await,
         Command::Dlq(cmd) => dlq::run(cmd, &Context::load(&args.global, out)?).await,
         Command::Migrate(cmd) => migrate::run(cmd, &Context::load(&args.global, out)?).await,
         Command::Topology(cmd) => topology::run(cmd, &Context::load(&args.global, out)?).await,
