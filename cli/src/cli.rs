@@ -61,6 +61,11 @@ pub enum Command {
     /// Staff accounts of the apps' API (the first admin of a new studio included).
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Preflight: configuration, secrets, database and migrations, broker and topology; exit 0 when all pass.
+    #[command(after_help = "Every check runs and reports. Exit 0 all pass; else 3 when the configuration or a \
+secret is wrong, 4 when PostgreSQL or RabbitMQ cannot be reached, 5 when migrations are pending or the \
+topology drifted.")]
+    Check,
     /// For CI: is this environment's atelierd ready and running the expected version? Exit 0 yes, 5 no, 4 unreachable.
     Gate(GateArgs),
     /// Print a shell completion script: `atelier completions bash > /etc/bash_completion.d/atelier`.

@@ -7,6 +7,15 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use std::io::IsTerminal;
 
+/// One check of a preflight or a gate: what it looked at, whether it
+/// passed, and why, in words an operator can act on.
+#[derive(Debug, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub ok: bool,
+    pub detail: String,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct Output {
     pub format: Format,
@@ -35,6 +44,20 @@ impl Output {
                 println!("{}", t.trim_end());
             }
         }
+    }
+
+    /// Prints `checks`: in JSON `{"success", "data": data + "checks"}`, in
+    /// text a line per check (`ok  ` or `FAIL`), then `summary`.
+    pub fn checks(&self, mut data: serde_json::Value, checks: &[Check], summary: &str) {
+        let ok = checks.iter().all(|c| c.ok);
+        data["checks"] = serde_json::json!(checks);
+        self.emit(&serde_json::json!({"success": ok, "data": data}), || {
+            let lines: String = checks
+                .iter()
+                .map(|c| format!("{} {}: {}\n", if c.ok { "ok  " } else { "FAIL" }, c.name, c.detail))
+                .collect();
+            lines + summary
+        });
     }
 
     pub fn error(&self, failure: &Failure) {

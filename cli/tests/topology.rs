@@ -3,22 +3,7 @@
 
 mod support;
 
-use std::process::Command;
-use support::{atelier, json};
-
-fn delete_namespace(ns: &str) {
-    // Every queue and the two exchanges of the namespace.
-    let out = Command::new("rabbitmqctl").args(["list_queues", "-q", "name"]).output().expect("rabbitmqctl");
-    for q in String::from_utf8_lossy(&out.stdout).lines().filter(|q| q.starts_with(&format!("{ns}."))) {
-        let _ = Command::new("rabbitmqctl").args(["delete_queue", "-q", q]).output();
-    }
-    for x in ["events", "dead"] {
-        let expr = format!(
-            "rabbit_exchange:delete(rabbit_misc:r(<<\"/\">>, exchange, <<\"{ns}.{x}\">>), false, <<\"test\">>)."
-        );
-        let _ = Command::new("rabbitmqctl").args(["eval", &expr]).output();
-    }
-}
+use support::{atelier, delete_namespace, json};
 
 #[test]
 fn verify_reports_drift_with_exit_5_until_apply() {

@@ -72,6 +72,11 @@ impl fmt::Debug for SigningKey {
     }
 }
 
+/// Environments that may run without signing keys, on a key generated at
+/// start (tokens die with the process); anywhere else a missing key set
+/// stops atelierd at start and fails `atelier check`.
+pub const EPHEMERAL_KEY_ENVS: [&str; 2] = ["dev", "test"];
+
 /// The current key and the previous ones still accepted.
 #[derive(Debug, Clone)]
 pub struct KeySet {

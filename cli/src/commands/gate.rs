@@ -11,7 +11,7 @@
 use crate::cli::GateArgs;
 use crate::context::Context;
 use crate::exit::{Code, Failure};
-use serde::Serialize;
+use crate::output::Check;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -19,13 +19,6 @@ use std::time::{Duration, Instant};
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Between two looks while waiting.
 const INTERVAL: Duration = Duration::from_secs(2);
-
-#[derive(Debug, Serialize)]
-struct Check {
-    name: &'static str,
-    ok: bool,
-    detail: String,
-}
 
 /// What one look found: the checks, or why atelierd could not be asked.
 enum Look {
@@ -57,7 +50,6 @@ pub async fn run(args: GateArgs, ctx: &Context) -> Result<Code, Failure> {
         tokio::time::sleep(INTERVAL).await;
     };
     spinner.finish_and_clear();
-    let data = |checks: &[Check]| json!({"env": ctx.env(), "url": base, "expected_version": args.expect_version, "checks": checks});
     match look {
         Look::Unreachable(why) => Err(Failure::new(
             Code::Unavailable,
@@ -65,18 +57,9 @@ pub async fn run(args: GateArgs, ctx: &Context) -> Result<Code, Failure> {
         )),
         Look::Checked(checks) => {
             let ok = checks.iter().all(|c| c.ok);
-            ctx.out.emit(&json!({"success": ok, "data": data(&checks)}), || {
-                let mut text: String = checks
-                    .iter()
-                    .map(|c| format!("{} {}: {}\n", if c.ok { "ok  " } else { "FAIL" }, c.name, c.detail))
-                    .collect();
-                text += &if ok {
-                    format!("{} is healthy at {}", ctx.env(), args.expect_version)
-                } else {
-                    format!("{} is not healthy at {}", ctx.env(), args.expect_version)
-                };
-                text
-            });
+            let data = json!({"env": ctx.env(), "url": base, "expected_version": args.expect_version});
+            let verdict = if ok { "is healthy" } else { "is not healthy" };
+            ctx.out.checks(data, &checks, &format!("{} {verdict} at {}", ctx.env(), args.expect_version));
             Ok(if ok { Code::Ok } else { Code::CheckFailed })
         }
     }

@@ -1,5 +1,6 @@
 //! One module per command; `run` dispatches.
 
+mod check;
 mod dlq;
 mod env;
 mod gate;
@@ -22,6 +23,7 @@ pub async fn run(args: Args) -> Result<Code, Failure> {
             Ok(Code::Ok)
         }
         Command::Env(cmd) => env::run(cmd, &args.global, out),
+        Command::Check => check::run(&Context::load(&args.global, out)?).await,
         Command::Gate(cmd) => gate::run(cmd, &Context::load(&args.global, out)?).await,
         Command::Dlq(cmd) => dlq::run(cmd, &Context::load(&args.global, out)?).await,
         Command::Migrate(cmd) => migrate::run(cmd, &Context::load(&args.global, out)?).await,

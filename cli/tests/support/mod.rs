@@ -23,3 +23,17 @@ pub fn json(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
+
+/// Deletes every queue and the two exchanges of RabbitMQ namespace `ns`.
+pub fn delete_namespace(ns: &str) {
+    let out = Command::new("rabbitmqctl").args(["list_queues", "-q", "name"]).output().expect("rabbitmqctl");
+    for q in String::from_utf8_lossy(&out.stdout).lines().filter(|q| q.starts_with(&format!("{ns}."))) {
+        let _ = Command::new("rabbitmqctl").args(["delete_queue", "-q", q]).output();
+    }
+    for x in ["events", "dead"] {
+        let expr = format!(
+            "rabbit_exchange:delete(rabbit_misc:r(<<\"/\">>, exchange, <<\"{ns}.{x}\">>), false, <<\"test\">>)."
+        );
+        let _ = Command::new("rabbitmqctl").args(["eval", &expr]).output();
+    }
+}

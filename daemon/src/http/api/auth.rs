@@ -40,9 +40,6 @@ impl Keys {
     }
 }
 
-/// Environments that may run on a key generated at start.
-const EPHEMERAL_KEY_ENVS: [&str; 2] = ["dev", "test"];
-
 /// Reads the key set from the secret `auth.jwt_secret`. Without it, dev and
 /// test generate a key for this process (tokens die with it); anywhere else
 /// atelierd refuses to start.
@@ -52,7 +49,7 @@ pub fn load_keys(config: &Resolved) -> Result<KeySet, AppError> {
     match store.get(name)? {
         Some(value) => KeySet::parse(value.expose())
             .map_err(|e| AppError::Config(format!("secret '{name}' (auth.jwt_secret): {e}"))),
-        None if EPHEMERAL_KEY_ENVS.contains(&config.env.as_str()) => {
+        None if auth::EPHEMERAL_KEY_ENVS.contains(&config.env.as_str()) => {
             tracing::warn!(
                 secret = %name,
                 env = %config.env,
