@@ -68,6 +68,9 @@ topology drifted.")]
     Check,
     /// For CI: is this environment's atelierd ready and running the expected version? Exit 0 yes, 5 no, 4 unreachable.
     Gate(GateArgs),
+    /// Channel webhooks: the URL each studio registers with its provider in this environment.
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
     /// Print a shell completion script: `atelier completions bash > /etc/bash_completion.d/atelier`.
     Completions {
         #[arg(value_enum)]
@@ -89,6 +92,16 @@ pub struct GateArgs {
     /// Look again every 2 s until healthy or this long has passed (e.g. 5m). Default: one look.
     #[arg(long, value_name = "DURATION")]
     pub wait: Option<humantime::Duration>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// The URL to register with each channel's provider (from http.public_base_url), per studio.
+    Urls {
+        /// Only this studio's channels.
+        #[arg(long)]
+        business_id: Option<i64>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,6 +8,7 @@ mod migrate;
 mod replay;
 mod topology;
 mod users;
+mod webhooks;
 
 use crate::cli::{Args, Command};
 use crate::context::Context;
@@ -29,5 +30,6 @@ pub async fn run(args: Args) -> Result<Code, Failure> {
         Command::Migrate(cmd) => migrate::run(cmd, &Context::load(&args.global, out)?).await,
         Command::Topology(cmd) => topology::run(cmd, &Context::load(&args.global, out)?).await,
         Command::Users(cmd) => users::run(cmd, &Context::load(&args.global, out)?).await,
+        Command::Webhooks(cmd) => webhooks::run(cmd, &Context::load(&args.global, out)?).await,
     }
 }

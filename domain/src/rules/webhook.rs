@@ -22,6 +22,17 @@ pub const TELEGRAM_TOKEN_HEADER: &str = "x-telegram-bot-api-secret-token";
 /// The channel types a business can configure.
 pub const CHANNEL_TYPES: [&str; 4] = ["whatsapp", "facebook", "instagram", "telegram"];
 
+/// The webhook routes (GET verification, POST messages), below `/api/v1`.
+pub const ROUTE: &str = "/social/webhook/{channel_type}";
+
+/// The URL a business registers with its channel's provider: atelierd's
+/// public base, the route, and the business (providers call back without
+/// any other way to say whose channel it is).
+pub fn url(public_base_url: &str, business_id: i64, channel_type: &str) -> String {
+    let path = ROUTE.replace("{channel_type}", channel_type);
+    format!("{}/api/v1{path}?business_id={business_id}", public_base_url.trim_end_matches('/'))
+}
+
 pub fn is_meta(channel_type: &str) -> bool {
     matches!(channel_type, "whatsapp" | "facebook" | "instagram")
 }
@@ -217,6 +228,14 @@ pub fn parse(channel_type: &str, body: &[u8]) -> Result<Vec<InboundMessage>, Pay
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_url_to_register_is_the_public_base_the_route_and_the_business() {
+        assert_eq!(
+            url("https://studio.example/", 7, "whatsapp"),
+            "https://studio.example/api/v1/social/webhook/whatsapp?business_id=7"
+        );
+    }
 
     #[test]
     fn signatures_verify_against_the_raw_body_only() {

@@ -104,6 +104,30 @@ pub async fn list_channels(conn: &mut Conn, tenant: Tenant) -> Result<Vec<Channe
     Ok(rows.iter().map(ChannelView::from).collect())
 }
 
+/// Every business's channels (or one business's), for operators: the
+/// business's id and name with each channel's view, by business then channel.
+pub async fn channels_of_every_business(
+    conn: &mut Conn,
+    business: Option<i64>,
+) -> Result<Vec<(i64, String, ChannelView)>, StoreError> {
+    use super::schema::businesses;
+    let mut q = social_channels::table.select(Channel::as_select()).into_boxed();
+    if let Some(b) = business {
+        q = q.filter(social_channels::business_id.eq(b));
+    }
+    let rows: Vec<Channel> =
+        q.order((social_channels::business_id.asc(), social_channels::id.asc())).load(conn).await?;
+    let ids: Vec<i64> = rows.iter().map(|c| c.business_id).collect();
+    let names: std::collections::HashMap<i64, String> = businesses::table
+        .filter(businesses::id.eq_any(&ids))
+        .select((businesses::id, businesses::name))
+        .load::<(i64, String)>(conn)
+        .await?
+        .into_iter()
+        .collect();
+    Ok(rows.iter().map(|c| (c.business_id, names.get(&c.business_id).cloned().unwrap_or_default(), c.into())).collect())
+}
+
 /// Creates or updates the channel (business, type, account id).
 pub async fn configure(conn: &mut Conn, tenant: Tenant, cfg: ChannelConfig) -> Result<ChannelView, StoreError> {
     check_channel_type(&cfg.channel_type)?;

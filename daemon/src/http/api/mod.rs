@@ -25,6 +25,7 @@ pub mod worker;
 use crate::app::Shared;
 use atelier_domain::events::Origin;
 use atelier_domain::rules::permissions::Permission;
+use atelier_domain::rules::webhook;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::handler::Handler;
@@ -190,10 +191,10 @@ fn table() -> Vec<Entry> {
         route("GET", "/accounting/reports/financial", Needs(AccountingView), "accounting", "Financial report: debits and credits per category, balances", &[
             ("from", "at or after (RFC 3339)"), ("to", "before (RFC 3339)"),
         ], None, accounting::financial_report),
-        route("GET", "/social/webhook/{channel_type}", Signed, "social", "Webhook verification: echoes hub.challenge when hub.verify_token matches", &[
+        route("GET", webhook::ROUTE, Signed, "social", "Webhook verification: echoes hub.challenge when hub.verify_token matches", &[
             ("business_id", "the business (in the registered URL)"), ("hub.mode", "subscribe"), ("hub.verify_token", "the channel's verify token"), ("hub.challenge", "echoed as text"),
         ], None, social::verify),
-        route("POST", "/social/webhook/{channel_type}", Signed, "social",
+        route("POST", webhook::ROUTE, Signed, "social",
             "Inbound messages; signed: X-Hub-Signature-256: sha256=<hex> (Meta), X-Atelier-Signature-256 or X-Telegram-Bot-Api-Secret-Token (telegram)", &[
             ("business_id", "the business (in the registered URL)"),
         ], Some("the provider's payload (Meta: entry[].changes[].value.messages[]; Telegram: an update)"), social::receive)
