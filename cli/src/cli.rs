@@ -116,6 +116,19 @@ pub enum EnvCommand {
 pub enum MigrateCommand {
     /// List applied and pending migrations.
     Status,
+    /// Find destructive or locking statements in the pending migrations (`--all`: every one); exit 5 on any a file does not allow.
+    #[command(after_help = "Rules: drop-table, drop-column, rename, truncate, column-type, set-not-null, \
+index-lock (CREATE INDEX without CONCURRENTLY), validate-lock (a new FOREIGN KEY or CHECK without NOT VALID). \
+Statements on a table the same file creates are fine. A file allows a rule with a line \
+`-- atelier:allow <rule>: <reason>`. `migrate run` lints first in staging and production.")]
+    Lint {
+        /// Every migration embedded in this binary, without a database (for CI on a change).
+        #[arg(long, conflicts_with = "files")]
+        all: bool,
+        /// These up.sql files instead (a migration being written), without a database.
+        #[arg(value_name = "UP_SQL")]
+        files: Vec<std::path::PathBuf>,
+    },
     /// Apply every pending migration, in order, each in its own transaction.
     Run,
     /// Revert the most recent migrations.

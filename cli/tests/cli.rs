@@ -96,3 +96,55 @@ fn completions_are_generated() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("atelier"));
 }
+
+#[test]
+fn migrate_lint_refuses_destructive_or_locking_statements_a_file_does_not_allow() {
+    // This build's migrations lint clean, without a database.
+    let out = atelier(&["migrate", "lint", "--all", "--output", "json"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(json(&out)["count"], 0);
+
+    let dir = std::env::temp_dir().join(format!("atelier-lint-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("up.sql");
+    let risky = "ALTER TABLE sales DROP COLUMN notes;\nCREATE INDEX sales_notes ON sales (notes);\n";
+    std::fs::write(&file, risky).unwrap();
+    let path = file.to_str().unwrap();
+    let out = atelier(&["migrate", "lint", path, "--output", "json"], &[]);
+    assert_eq!(out.status.code(), Some(5));
+    let doc = json(&out);
+    let found: Vec<(String, u64)> = doc["data"]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["rule"].as_str().unwrap().to_owned(), f["line"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(found, [("drop-column".to_owned(), 1), ("index-lock".to_owned(), 2)]);
+
+    // Allowed in the file, with reasons: found, reported, not refused.
+    let allowed = format!(
+        "-- atelier:allow drop-column: nothing reads notes since 0.2.0\n\
+         -- atelier:allow index-lock: sales is small in every environment\n{risky}"
+    );
+    std::fs::write(&file, allowed).unwrap();
+    let out = atelier(&["migrate", "lint", path], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("allowed ") && text.contains("nothing reads notes since 0.2.0"), "{text}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn staging_lints_the_pending_migrations_before_it_runs_them() {
+    let db = TestDb::empty().await;
+    let url = format!("{:?}", db.url());
+    // Staging's configuration, pointed at this test's database (trust auth
+    // takes any password).
+    let vars = [("ATELIER__DATABASE__URL", url.as_str()), ("ATELIER_SECRET_DATABASE_PASSWORD", "unused")];
+    let lint = atelier(&["--env", "staging", "migrate", "lint", "--output", "json"], &vars);
+    assert_eq!(lint.status.code(), Some(0), "{}", String::from_utf8_lossy(&lint.stdout));
+    let run = atelier(&["--env", "staging", "migrate", "run", "--output", "json"], &vars);
+    assert!(run.status.success(), "{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+    let status = json(&atelier(&["--env", "staging", "migrate", "status", "--output", "json"], &vars));
+    assert_eq!(status["data"]["pending"], 0);
+}

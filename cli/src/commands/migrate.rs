@@ -1,13 +1,35 @@
-//! `atelier migrate status | run | rollback`: the schema, with the migrations
-//! embedded in this binary. Migrators serialize on an advisory lock.
+//! `atelier migrate status | lint | run | rollback`: the schema, with the
+//! migrations embedded in this binary. Migrators serialize on an advisory
+//! lock. In staging and production `run` lints the pending migrations first
+//! and refuses (exit 5) a destructive or locking statement that its file does
+//! not allow with a reason (`store::migration_lint`).
 
 use crate::cli::MigrateCommand;
 use crate::context::Context;
 use crate::exit::{Code, Failure};
+use atelier_domain::store::migration_lint::Finding;
 use atelier_domain::store::migrations::{self, Limits, MigrationInfo};
-use serde_json::json;
+use serde_json::{Value, json};
+
+/// Where `migrate run` lints what it is about to apply.
+const LINT_BEFORE_RUN: [&str; 2] = ["staging", "production"];
 
 pub async fn run(cmd: MigrateCommand, ctx: &Context) -> Result<Code, Failure> {
+    match &cmd {
+        // Every embedded migration, or files: no database needed (CI on a change).
+        MigrateCommand::Lint { all: true, .. } => return Ok(report_lint(ctx, &migrations::lint(None), "embedded")),
+        MigrateCommand::Lint { files, .. } if !files.is_empty() => {
+            let mut linted = Vec::new();
+            for path in files {
+                let sql = std::fs::read_to_string(path)
+                    .map_err(|e| Failure::new(Code::Failure, format!("cannot read {}: {e}", path.display())))?;
+                linted.push((path.display().to_string(), atelier_domain::store::migration_lint::lint(&sql)));
+            }
+            linted.retain(|(_, findings)| !findings.is_empty());
+            return Ok(report_lint(ctx, &linted, "given"));
+        }
+        _ => {}
+    }
     let url = ctx.database_url()?;
     let limits = Limits::from(&ctx.config.settings.database);
     match cmd {
@@ -30,6 +52,11 @@ pub async fn run(cmd: MigrateCommand, ctx: &Context) -> Result<Code, Failure> {
             });
             Ok(Code::Ok)
         }
+        MigrateCommand::Lint { .. } => {
+            let pending: Vec<String> =
+                migrations::status(&url).await?.into_iter().filter(|m| !m.applied).map(|m| m.name).collect();
+            Ok(report_lint(ctx, &migrations::lint(Some(&pending)), "pending"))
+        }
         MigrateCommand::Run => {
             if ctx.config.settings.database.create_if_missing && migrations::create_database_if_missing(&url).await? {
                 ctx.out.progress(0, "").println(format!("created database {}", url.database()));
@@ -39,6 +66,18 @@ pub async fn run(cmd: MigrateCommand, ctx: &Context) -> Result<Code, Failure> {
                 let doc = json!({"success": true, "data": {"env": ctx.env(), "applied": Vec::<MigrationInfo>::new()}, "count": 0});
                 ctx.out.emit(&doc, || format!("{} is up to date ({})", url.database(), ctx.env()));
                 return Ok(Code::Ok);
+            }
+            if LINT_BEFORE_RUN.contains(&ctx.env()) {
+                let names: Vec<String> =
+                    migrations::status(&url).await?.into_iter().filter(|m| !m.applied).map(|m| m.name).collect();
+                let linted = migrations::lint(Some(&names));
+                if refused(&linted) > 0 {
+                    report_lint(ctx, &linted, "pending");
+                    return Err(Failure::new(
+                        Code::CheckFailed,
+                        format!("nothing applied: {} refuses unallowed destructive or locking statements", ctx.env()),
+                    ));
+                }
             }
             ctx.confirm(&format!("Apply {pending} migration(s) to {}", url.database()))?;
             let bar = ctx.out.progress(pending as u64, "migrating");
@@ -77,4 +116,44 @@ pub async fn run(cmd: MigrateCommand, ctx: &Context) -> Result<Code, Failure> {
             Ok(Code::Ok)
         }
     }
+}
+
+/// How many findings no `atelier:allow` line in their file allows.
+fn refused(linted: &[(String, Vec<Finding>)]) -> usize {
+    linted.iter().flat_map(|(_, f)| f).filter(|f| f.allowed.is_none()).count()
+}
+
+/// Prints the findings of the `which` migrations; exit 5 when one is not allowed.
+fn report_lint(ctx: &Context, linted: &[(String, Vec<Finding>)], which: &str) -> Code {
+    let refused = refused(linted);
+    let rows: Vec<Value> = linted
+        .iter()
+        .flat_map(|(name, findings)| findings.iter().map(move |f| (name, f)))
+        .map(|(name, f)| {
+            let rule = f.rule();
+            json!({"migration": name, "line": f.line, "rule": f.rule, "statement": f.statement, "why": rule.why,
+                "instead": rule.instead, "allowed": f.allowed.is_some(), "reason": f.allowed})
+        })
+        .collect();
+    let doc = json!({"success": refused == 0, "data": {"env": ctx.env(), "findings": rows}, "count": rows.len()});
+    ctx.out.emit(&doc, || {
+        let mut text = String::new();
+        for (name, findings) in linted {
+            for f in findings {
+                let rule = f.rule();
+                match &f.allowed {
+                    Some(reason) => text += &format!("allowed {name}:{} {}: {reason}\n", f.line, f.rule),
+                    None => {
+                        text += &format!("refused {name}:{} {}: {}\n  {}\n", f.line, f.rule, rule.why, f.statement);
+                        text += &format!(
+                            "  instead: {}\n  or, in the file: -- atelier:allow {}: <why it is safe>\n",
+                            rule.instead, f.rule
+                        );
+                    }
+                }
+            }
+        }
+        text + &format!("{refused} of {} finding(s) refused in the {which} migrations ({})", rows.len(), ctx.env())
+    });
+    if refused == 0 { Code::Ok } else { Code::CheckFailed }
 }

@@ -17,6 +17,20 @@ use std::time::Duration;
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations");
 
+// UP_SQL: (name, up.sql) of every embedded migration, written by build.rs.
+include!(concat!(env!("OUT_DIR"), "/migration_sql.rs"));
+
+/// The lint findings of the embedded migrations named (every one when
+/// `names` is `None`), in order: (name, findings), those without any left out.
+pub fn lint(names: Option<&[String]>) -> Vec<(String, Vec<super::migration_lint::Finding>)> {
+    UP_SQL
+        .iter()
+        .filter(|(name, _)| names.is_none_or(|n| n.iter().any(|m| m == name)))
+        .map(|(name, sql)| (name.to_string(), super::migration_lint::lint(sql)))
+        .filter(|(_, findings)| !findings.is_empty())
+        .collect()
+}
+
 /// The advisory lock key every migrator takes ("atelier_migrate").
 const MIGRATION_LOCK: i64 = 0x0061_7465_6c69_6572;
 
