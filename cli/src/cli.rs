@@ -116,6 +116,8 @@ pub enum EnvCommand {
 pub enum MigrateCommand {
     /// List applied and pending migrations.
     Status,
+    /// What `migrate run` would apply: the pending migrations in order, their lint findings and SQL; changes nothing.
+    Plan,
     /// Find destructive or locking statements in the pending migrations (`--all`: every one); exit 5 on any a file does not allow.
     #[command(after_help = "Rules: drop-table, drop-column, rename, truncate, column-type, set-not-null, \
 index-lock (CREATE INDEX without CONCURRENTLY), validate-lock (a new FOREIGN KEY or CHECK without NOT VALID). \

@@ -148,3 +148,26 @@ async fn staging_lints_the_pending_migrations_before_it_runs_them() {
     let status = json(&atelier(&["--env", "staging", "migrate", "status", "--output", "json"], &vars));
     assert_eq!(status["data"]["pending"], 0);
 }
+
+#[tokio::test]
+async fn migrate_plan_shows_what_run_would_apply_and_changes_nothing() {
+    let db = TestDb::new().await;
+    let url = format!("{:?}", db.url());
+    let vars = [("ATELIER__DATABASE__URL", url.as_str())];
+    let plan = json(&atelier(&["--env", "test", "migrate", "plan", "--output", "json"], &vars));
+    assert_eq!(plan["count"], 0, "{plan}");
+
+    let back = atelier(&["--env", "test", "migrate", "rollback", "--output", "json"], &vars);
+    let reverted = json(&back)["data"]["reverted"][0]["name"].as_str().unwrap().to_owned();
+    let plan = json(&atelier(&["--env", "test", "migrate", "plan", "--output", "json"], &vars));
+    assert_eq!(plan["count"], 1);
+    let step = &plan["data"]["pending"][0];
+    assert_eq!(step["migration"], reverted.as_str());
+    let on_disk = std::fs::read_to_string(format!("{}/../migrations/{reverted}/up.sql", env!("CARGO_MANIFEST_DIR")));
+    assert_eq!(step["sql"].as_str(), Some(on_disk.unwrap().as_str()), "the SQL run would apply");
+    assert_eq!(plan["data"]["run_would_refuse"], false);
+    let text = String::from_utf8_lossy(&atelier(&["--env", "test", "migrate", "plan"], &vars).stdout).into_owned();
+    assert!(text.starts_with(&format!("-- {reverted}\n")) && text.contains("would apply 1 migration(s)"), "{text}");
+    let status = json(&atelier(&["--env", "test", "migrate", "status", "--output", "json"], &vars));
+    assert_eq!(status["data"]["pending"], 1, "plan applied nothing");
+}

@@ -1,4 +1,4 @@
-//! `atelier migrate status | lint | run | rollback`: the schema, with the
+//! `atelier migrate status | plan | lint | run | rollback`: the schema, with the
 //! migrations embedded in this binary. Migrators serialize on an advisory
 //! lock. In staging and production `run` lints the pending migrations first
 //! and refuses (exit 5) a destructive or locking statement that its file does
@@ -49,6 +49,58 @@ pub async fn run(cmd: MigrateCommand, ctx: &Context) -> Result<Code, Failure> {
                     ctx.env()
                 ));
                 s
+            });
+            Ok(Code::Ok)
+        }
+        MigrateCommand::Plan => {
+            let pending: Vec<String> =
+                migrations::status(&url).await?.into_iter().filter(|m| !m.applied).map(|m| m.name).collect();
+            let linted = migrations::lint(Some(&pending));
+            let findings_of = |name: &str| linted.iter().find(|(n, _)| n == name).map(|(_, f)| f.as_slice());
+            let refused = refused(&linted);
+            let lint_runs = LINT_BEFORE_RUN.contains(&ctx.env());
+            let steps: Vec<Value> = pending
+                .iter()
+                .map(|name| {
+                    let findings: Vec<Value> = findings_of(name)
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|f| json!({"line": f.line, "rule": f.rule, "allowed": f.allowed.is_some(), "reason": f.allowed}))
+                        .collect();
+                    json!({"migration": name, "sql": migrations::up_sql(name), "findings": findings})
+                })
+                .collect();
+            let blocked = lint_runs && refused > 0;
+            let doc = json!({"success": true, "data": {"env": ctx.env(), "database": url.database(),
+                "pending": steps, "refused_findings": refused, "run_would_refuse": blocked}, "count": steps.len()});
+            ctx.out.emit(&doc, || {
+                if pending.is_empty() {
+                    return format!(
+                        "{} is up to date ({}): `migrate run` would apply nothing",
+                        url.database(),
+                        ctx.env()
+                    );
+                }
+                let mut text = String::new();
+                for name in &pending {
+                    text += &format!("-- {name}\n");
+                    for f in findings_of(name).unwrap_or_default() {
+                        let verdict = if f.allowed.is_some() { "allowed" } else { "refused" };
+                        text += &format!("--   {verdict} line {}: {} ({})\n", f.line, f.rule, f.rule().why);
+                    }
+                    text += migrations::up_sql(name).unwrap_or_default().trim_end();
+                    text += "\n\n";
+                }
+                text += &format!(
+                    "`migrate run` would apply {} migration(s) to {} ({})",
+                    pending.len(),
+                    url.database(),
+                    ctx.env()
+                );
+                if blocked {
+                    text += &format!("; it would refuse: {refused} finding(s) not allowed (`atelier migrate lint`)");
+                }
+                text
             });
             Ok(Code::Ok)
         }

@@ -20,6 +20,11 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations");
 // UP_SQL: (name, up.sql) of every embedded migration, written by build.rs.
 include!(concat!(env!("OUT_DIR"), "/migration_sql.rs"));
 
+/// The `up.sql` of the embedded migration `name`.
+pub fn up_sql(name: &str) -> Option<&'static str> {
+    UP_SQL.iter().find(|(n, _)| *n == name).map(|(_, sql)| *sql)
+}
+
 /// The lint findings of the embedded migrations named (every one when
 /// `names` is `None`), in order: (name, findings), those without any left out.
 pub fn lint(names: Option<&[String]>) -> Vec<(String, Vec<super::migration_lint::Finding>)> {
