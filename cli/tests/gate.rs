@@ -3,8 +3,6 @@
 
 mod support;
 
-use atelier_daemon::app::{App, Roles};
-use atelier_domain::config;
 use atelier_domain::store::migrations::{self, Limits};
 use atelier_domain::testing::{TestDb, eventually};
 use std::process::Output;
@@ -12,15 +10,6 @@ use std::time::Duration;
 use support::json;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
-
-async fn start(db: &TestDb) -> (App, String) {
-    let vars = vec![("ATELIER__DATABASE__URL".to_owned(), format!("{:?}", db.url()))];
-    let dir = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../environments"));
-    let resolved = config::load_with(&dir, "test", &vars).unwrap();
-    let app = App::start(resolved, Roles { http: true, events: false }).await.expect("atelierd starts");
-    let url = format!("http://{}", app.http_addr.unwrap());
-    (app, url)
-}
 
 /// Runs `atelier` off the runtime's threads (the daemon serves on them).
 async fn atelier(args: Vec<String>) -> Output {
@@ -45,7 +34,7 @@ fn limits() -> Limits {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gate_passes_at_the_running_version_and_fails_at_another_or_in_another_environment() {
     let db = TestDb::new().await;
-    let (app, url) = start(&db).await;
+    let (app, url) = support::serve(&db).await;
 
     let out = atelier(gate("test", &url, VERSION, &["--output", "json"])).await;
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
@@ -73,7 +62,7 @@ async fn gate_passes_at_the_running_version_and_fails_at_another_or_in_another_e
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gate_fails_while_migrations_are_pending_and_waits_for_them() {
     let db = TestDb::new().await;
-    let (app, url) = start(&db).await;
+    let (app, url) = support::serve(&db).await;
     migrations::rollback(db.url(), limits(), 1, |_| {}).await.unwrap();
 
     let out = atelier(gate("test", &url, VERSION, &["--output", "json"])).await;

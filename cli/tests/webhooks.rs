@@ -4,8 +4,6 @@
 
 mod support;
 
-use atelier_daemon::app::{App, Roles};
-use atelier_domain::config;
 use atelier_domain::store::social::{self, ChannelConfig};
 use atelier_domain::testing::{TestDb, business};
 use support::json;
@@ -13,11 +11,7 @@ use support::json;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_printed_url_is_where_atelierd_answers_the_providers_verification() {
     let db = TestDb::new().await;
-    let vars = vec![("ATELIER__DATABASE__URL".to_owned(), format!("{:?}", db.url()))];
-    let dir = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../environments"));
-    let app =
-        App::start(config::load_with(&dir, "test", &vars).unwrap(), Roles { http: true, events: false }).await.unwrap();
-    let base = format!("http://{}", app.http_addr.unwrap());
+    let (app, base) = support::serve(&db).await;
     let (a, b) = (business(db.db(), "Alpha").await, business(db.db(), "Beta").await);
     let mut c = db.db().conn().await.unwrap();
     let channel = |t: &str, verify: Option<&str>| ChannelConfig {

@@ -37,3 +37,15 @@ pub fn delete_namespace(ns: &str) {
         let _ = Command::new("rabbitmqctl").args(["eval", &expr]).output();
     }
 }
+
+/// atelierd serving HTTP only (port 0) on `db` with the test environment,
+/// and its base URL.
+pub async fn serve(db: &atelier_domain::testing::TestDb) -> (atelier_daemon::app::App, String) {
+    use atelier_daemon::app::{App, Roles};
+    let vars = vec![("ATELIER__DATABASE__URL".to_owned(), format!("{:?}", db.url()))];
+    let dir = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../environments"));
+    let resolved = atelier_domain::config::load_with(&dir, "test", &vars).expect("test configuration");
+    let app = App::start(resolved, Roles { http: true, events: false }).await.expect("atelierd starts");
+    let url = format!("http://{}", app.http_addr.expect("HTTP is served"));
+    (app, url)
+}
