@@ -5,7 +5,6 @@ mod dlq;
 mod env;
 mod gate;
 mod migrate;
-mod replay;
 mod topology;
 mod users;
 mod webhooks;

@@ -1,76 +1,34 @@
-//! `atelier dlq`: the dead-letter store for operators. stats, list and show
-//! read; archive, restore and purge move letters between statuses; replay
-//! publishes letters back to the failing handler's queue.
+//! `atelier dlq stats | list | show | archive | restore | purge`: what the
+//! dead-letter store holds (counts by status, handler, type, fingerprint and
+//! age; a page of letters; one letter with its payload and replays), and
+//! moving the selected letters between statuses.
 
-use crate::cli::{DlqCommand, DlqSelect};
 use crate::context::Context;
 use crate::exit::{Code, Failure};
+use atelier_domain::store::PooledConn;
 use atelier_domain::store::dlq::{self, DeadLetter, Filter};
-use atelier_domain::store::{Db, PooledConn};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde_json::json;
-use std::collections::BTreeMap;
 
-pub async fn run(cmd: DlqCommand, ctx: &Context) -> Result<Code, Failure> {
-    let settings = &ctx.config.settings.database;
-    let db = Db::new(ctx.database_url()?, 2, settings.connect_timeout)?;
-    let mut conn = db.conn().await?;
-    match cmd {
-        DlqCommand::Stats => stats(ctx, &mut conn).await,
-        DlqCommand::List { select, status, limit, page } => {
-            let mut filter = filter(&select)?;
-            filter.status = status;
-            list(ctx, &mut conn, &filter, limit, page).await
-        }
-        DlqCommand::Show { id } => show(ctx, &mut conn, id).await,
-        DlqCommand::Archive { select } => {
-            let n = dlq::archive(&mut conn, &filter(&select)?).await?;
-            report(ctx, "archived", n)
-        }
-        DlqCommand::Restore { select } => {
-            let n = dlq::restore(&mut conn, &filter(&select)?).await?;
-            report(ctx, "restored", n)
-        }
-        DlqCommand::Purge { select } => {
-            let filter = filter(&select)?;
-            let n = dlq::count_archived(&mut conn, &filter).await?;
-            if n == 0 {
-                return report(ctx, "purged", 0);
-            }
-            ctx.confirm_destructive(&format!("Delete {n} archived dead letter(s) for good"))?;
-            let n = dlq::purge(&mut conn, &filter).await?;
-            report(ctx, "purged", n)
-        }
-        DlqCommand::Replay { select, dry_run, rate, actor } => {
-            super::replay::run(ctx, &mut conn, &filter(&select)?, dry_run, rate, actor).await
-        }
-    }
+pub async fn archive(ctx: &Context, conn: &mut PooledConn, filter: &Filter) -> Result<Code, Failure> {
+    let n = dlq::archive(conn, filter).await?;
+    report(ctx, "archived", n)
 }
 
-/// `--since 2h` (an age) or `--since 2026-01-08T10:00:00Z` (a time).
-fn parse_time(flag: &str, value: &str) -> Result<DateTime<Utc>, Failure> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(value) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    let age = humantime::parse_duration(value).map_err(|_| {
-        Failure::new(Code::Usage, format!("--{flag} '{value}': give an RFC 3339 time or an age such as 2h or 7d"))
-    })?;
-    let age =
-        chrono::TimeDelta::from_std(age).map_err(|_| Failure::new(Code::Usage, format!("--{flag}: too far back")))?;
-    Ok(Utc::now() - age)
+pub async fn restore(ctx: &Context, conn: &mut PooledConn, filter: &Filter) -> Result<Code, Failure> {
+    let n = dlq::restore(conn, filter).await?;
+    report(ctx, "restored", n)
 }
 
-pub fn filter(s: &DlqSelect) -> Result<Filter, Failure> {
-    Ok(Filter {
-        ids: s.ids.clone(),
-        handler: s.handler.clone(),
-        event_type: s.event_type.clone(),
-        fingerprint: s.fingerprint.clone(),
-        status: None,
-        since: s.since.as_deref().map(|v| parse_time("since", v)).transpose()?,
-        until: s.until.as_deref().map(|v| parse_time("until", v)).transpose()?,
-        error: s.error.clone(),
-    })
+/// Deletes archived letters for good, after confirmation in any environment.
+pub async fn purge(ctx: &Context, conn: &mut PooledConn, filter: &Filter) -> Result<Code, Failure> {
+    let n = dlq::count_archived(conn, filter).await?;
+    if n == 0 {
+        return report(ctx, "purged", 0);
+    }
+    ctx.confirm_destructive(&format!("Delete {n} archived dead letter(s) for good"))?;
+    let n = dlq::purge(conn, filter).await?;
+    report(ctx, "purged", n)
 }
 
 fn report(ctx: &Context, verb: &str, n: usize) -> Result<Code, Failure> {
@@ -78,7 +36,7 @@ fn report(ctx: &Context, verb: &str, n: usize) -> Result<Code, Failure> {
     Ok(Code::Ok)
 }
 
-async fn stats(ctx: &Context, conn: &mut PooledConn) -> Result<Code, Failure> {
+pub async fn stats(ctx: &Context, conn: &mut PooledConn) -> Result<Code, Failure> {
     let s = dlq::stats(conn, Utc::now()).await?;
     ctx.out.emit(&json!({"success": true, "data": s}), || {
         let mut t = format!("{} dead letter(s)", s.total);
@@ -117,7 +75,13 @@ fn summary(l: &DeadLetter) -> serde_json::Value {
     })
 }
 
-async fn list(ctx: &Context, conn: &mut PooledConn, filter: &Filter, limit: i64, page: i64) -> Result<Code, Failure> {
+pub async fn list(
+    ctx: &Context,
+    conn: &mut PooledConn,
+    filter: &Filter,
+    limit: i64,
+    page: i64,
+) -> Result<Code, Failure> {
     let (rows, total) = dlq::list(conn, filter, limit, (page - 1) * limit).await?;
     let doc = json!({"success": true, "data": rows.iter().map(summary).collect::<Vec<_>>(), "count": rows.len(),
         "total": total, "page": page, "limit": limit});
@@ -149,7 +113,7 @@ async fn list(ctx: &Context, conn: &mut PooledConn, filter: &Filter, limit: i64,
     Ok(Code::Ok)
 }
 
-async fn show(ctx: &Context, conn: &mut PooledConn, id: i64) -> Result<Code, Failure> {
+pub async fn show(ctx: &Context, conn: &mut PooledConn, id: i64) -> Result<Code, Failure> {
     let (letter, replays) = dlq::show(conn, id).await.map_err(|e| match e {
         atelier_domain::store::StoreError::NotFound(_) => Failure::new(Code::Failure, format!("no dead letter {id}")),
         other => other.into(),
@@ -194,13 +158,4 @@ async fn show(ctx: &Context, conn: &mut PooledConn, id: i64) -> Result<Code, Fai
         t
     });
     Ok(Code::Ok)
-}
-
-/// The dry run's grouping: how many letters per handler and fingerprint.
-pub fn group(letters: &[DeadLetter]) -> BTreeMap<String, BTreeMap<String, usize>> {
-    let mut g: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
-    for l in letters {
-        *g.entry(l.handler.clone()).or_default().entry(l.fingerprint.clone()).or_default() += 1;
-    }
-    g
 }

@@ -7,13 +7,13 @@
 //! with the same replay id, and the handler's exactly-once record keeps the
 //! effects single. `--dry-run` groups what would be replayed and changes nothing.
 
-use super::dlq::group;
 use crate::context::Context;
 use crate::exit::{Code, Failure};
 use atelier_domain::bus::{self, AmqpUrl, Topology, headers, publish::event_properties};
 use atelier_domain::store::PooledConn;
-use atelier_domain::store::dlq::{self, Filter};
+use atelier_domain::store::dlq::{self, DeadLetter, Filter};
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub async fn run(
@@ -95,4 +95,13 @@ pub async fn run(
     let doc = json!({"success": true, "data": {"replayed": replayed.len(), "skipped": skipped, "ids": replayed, "actor": actor}});
     ctx.out.emit(&doc, || format!("replayed {} dead letter(s), skipped {skipped}, as {actor}", replayed.len()));
     Ok(Code::Ok)
+}
+
+/// The dry run's grouping: how many letters per handler and fingerprint.
+fn group(letters: &[DeadLetter]) -> BTreeMap<String, BTreeMap<String, usize>> {
+    let mut g: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
+    for l in letters {
+        *g.entry(l.handler.clone()).or_default().entry(l.fingerprint.clone()).or_default() += 1;
+    }
+    g
 }
