@@ -122,7 +122,8 @@ pub enum MigrateCommand {
     #[command(after_help = "Rules: drop-table, drop-column, rename, truncate, column-type, set-not-null, \
 index-lock (CREATE INDEX without CONCURRENTLY), validate-lock (a new FOREIGN KEY or CHECK without NOT VALID). \
 Statements on a table the same file creates are fine. A file allows a rule with a line \
-`-- atelier:allow <rule>: <reason>`. `migrate run` lints first in staging and production.")]
+`-- atelier:allow <rule>: <reason>`. `migrate run` lints first where policy.lint_before_migrate is set \
+(staging and production).")]
     Lint {
         /// Every migration embedded in this binary, without a database (for CI on a change).
         #[arg(long, conflicts_with = "files")]

@@ -1,6 +1,7 @@
 //! What every command starts from: the chosen environment's resolved
-//! configuration, its secrets, the output mode, and confirmation of changes to
-//! protected environments.
+//! configuration, its secrets, the output mode, and confirmation of changes
+//! (in environments whose `policy.confirm_changes` is set) and of destructive
+//! actions (in any environment).
 
 use crate::cli::Global;
 use crate::exit::{Code, Failure};
@@ -9,9 +10,6 @@ use atelier_domain::config::{self, Resolved};
 use atelier_domain::secrets::{self, SecretStore};
 use atelier_domain::store::DatabaseUrl;
 use std::io::{BufRead, IsTerminal, Write};
-
-/// Environments whose changes need confirmation (or `--yes`).
-const PROTECTED: &[&str] = &["production"];
 
 pub struct Context {
     pub config: Resolved,
@@ -57,10 +55,10 @@ impl Context {
         if matches!(answer.trim(), "y" | "Y" | "yes") { self.confirm(action) } else { Err(refused()) }
     }
 
-    /// Asks before `action` changes a protected environment. Without a
-    /// terminal, only `--yes` confirms.
+    /// Asks before `action` changes an environment whose policy is to
+    /// confirm changes. Without a terminal, only `--yes` confirms.
     pub fn confirm(&self, action: &str) -> Result<(), Failure> {
-        if self.yes || !PROTECTED.contains(&self.env()) {
+        if self.yes || !self.config.settings.policy.confirm_changes {
             return Ok(());
         }
         let refused = || {

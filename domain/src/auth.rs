@@ -72,16 +72,12 @@ impl fmt::Debug for SigningKey {
     }
 }
 
-/// Environments that may run without signing keys, on a key generated at
-/// start (tokens die with the process); anywhere else a missing key set
-/// stops atelierd at start and fails `atelier check`.
-pub const EPHEMERAL_KEY_ENVS: [&str; 2] = ["dev", "test"];
-
 /// The current key and the previous ones still accepted.
 #[derive(Debug, Clone)]
 pub struct KeySet {
     keys: Vec<SigningKey>,
-    /// Generated at start (dev and test without the secret): tokens die with the process.
+    /// Generated at start (where `policy.allow_ephemeral_token_key` lets an
+    /// environment run without the secret): tokens die with the process.
     pub ephemeral: bool,
 }
 
@@ -135,7 +131,7 @@ impl KeySet {
         Ok(KeySet { keys, ephemeral: false })
     }
 
-    /// A random key for this process only (dev and test without the secret).
+    /// A random key for this process only (see `policy.allow_ephemeral_token_key`).
     pub fn ephemeral() -> KeySet {
         let secret: [u8; 32] = rand::random();
         KeySet { keys: vec![SigningKey { kid: "ephemeral".into(), secret: secret.to_vec() }], ephemeral: true }

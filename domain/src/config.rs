@@ -1,7 +1,10 @@
 //! Configuration: `environments/base.toml` → `environments/<env>.toml` →
 //! `ATELIER__SECTION__KEY` variables, resolved into typed [`Settings`], with
 //! the layer each value came from (for `atelier env show`). Config files hold
-//! no secret values, only the names of secrets.
+//! no secret values, only the names of secrets. Environment policy (which
+//! environments confirm changes, lint before migrating, may run on a
+//! per-process token key) is configuration too: [`PolicySettings`], so a new
+//! environment is a new file, never a code change.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -31,6 +34,9 @@ pub struct Settings {
     pub auth: AuthSettings,
     #[serde(default)]
     pub notifications: NotificationSettings,
+    /// Missing keys take production's (the safe) side.
+    #[serde(default)]
+    pub policy: PolicySettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -237,6 +243,31 @@ impl Default for NotificationSettings {
             whatsapp_base_url: "https://graph.facebook.com/v21.0".into(),
             timeout: Duration::from_secs(10),
         }
+    }
+}
+
+/// How careful commands are with an environment: `[policy]`. Every key's
+/// default (and `base.toml`'s value) is production's, the safe side, so an
+/// environment file that says nothing is treated as production; dev, test
+/// and staging relax what they need to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySettings {
+    /// A change (`migrate run`, `migrate rollback`, `dlq replay`, ...) asks to
+    /// type the environment's name, or needs `--yes`.
+    pub confirm_changes: bool,
+    /// `migrate run` lints the pending migrations first and applies nothing
+    /// when a destructive or locking statement is not allowed by its file.
+    pub lint_before_migrate: bool,
+    /// Without the token signing keys (`auth.jwt_secret`), atelierd signs with
+    /// a key generated at start (tokens die with the process) and `atelier
+    /// check` passes; otherwise a missing key set is an error in both.
+    pub allow_ephemeral_token_key: bool,
+}
+
+impl Default for PolicySettings {
+    fn default() -> Self {
+        PolicySettings { confirm_changes: true, lint_before_migrate: true, allow_ephemeral_token_key: false }
     }
 }
 
@@ -598,6 +629,38 @@ mod tests {
         let shown = format!("{:?}", r.entries());
         assert!(!shown.contains("s3cret"), "{shown}");
         assert!(shown.contains("REDACTED"));
+    }
+
+    #[test]
+    fn each_environment_keeps_its_policy_and_a_silent_file_is_production() {
+        let policy = |env: &str| load_with(&dir(), env, &[]).unwrap().settings.policy;
+        let production = policy("production");
+        assert_eq!(production, PolicySettings::default());
+        assert_eq!(
+            production,
+            PolicySettings { confirm_changes: true, lint_before_migrate: true, allow_ephemeral_token_key: false }
+        );
+        assert_eq!(policy("staging"), PolicySettings { confirm_changes: false, ..production.clone() });
+        let local =
+            PolicySettings { confirm_changes: false, lint_before_migrate: false, allow_ephemeral_token_key: true };
+        assert_eq!(policy("dev"), local);
+        assert_eq!(policy("test"), local);
+
+        // A new environment is a file: one that says nothing is production, and
+        // so is one without [policy] in base.toml either.
+        let tmp = std::env::temp_dir().join(format!("atelier-policy-{}", std::process::id()));
+        std::fs::create_dir_all(&tmp).unwrap();
+        let base = std::fs::read_to_string(dir().join("base.toml")).unwrap();
+        std::fs::write(tmp.join("base.toml"), &base).unwrap();
+        std::fs::write(tmp.join("qa.toml"), "").unwrap();
+        let qa = load_with(&tmp, "qa", &[]).unwrap();
+        assert_eq!(qa.settings.policy, production);
+        assert!(matches!(&qa.sources["policy.confirm_changes"], Layer::File(f) if f.ends_with("base.toml")));
+        let without = base.split("[policy]").next().unwrap().to_owned();
+        std::fs::write(tmp.join("base.toml"), without).unwrap();
+        let qa = load_with(&tmp, "qa", &[]).unwrap();
+        std::fs::remove_dir_all(&tmp).ok();
+        assert_eq!(qa.settings.policy, production);
     }
 
     #[test]

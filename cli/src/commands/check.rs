@@ -1,7 +1,8 @@
 //! `atelier check`: the preflight of an environment, before a deploy or
 //! after a change to its configuration. Each check runs and reports, none
 //! stops the others: the configuration (it loaded and is valid), the
-//! secrets it names (set; the token keys in their format), the database
+//! secrets it names (set; the token keys in their format, or unset where
+//! `policy.allow_ephemeral_token_key` says a key per process will do), the database
 //! (reachable) and its migrations (none pending), the broker (reachable)
 //! and the topology (no drift). Exit 0 when every check passes; else the
 //! most telling code: 3 configuration or a secret, 4 a dependency
@@ -10,7 +11,7 @@
 use crate::context::Context;
 use crate::exit::{Code, Failure};
 use crate::output::Check;
-use atelier_domain::auth::{EPHEMERAL_KEY_ENVS, KeySet};
+use atelier_domain::auth::KeySet;
 use atelier_domain::bus::{self, AmqpUrl, Topology};
 use atelier_domain::store::{DatabaseUrl, migrations};
 use serde_json::json;
@@ -73,8 +74,8 @@ fn secrets(ctx: &Context) -> Outcome {
                 Err(e) => problems.push(format!("{name} ({key}) is not a key set: {e}")),
             },
             Ok(Some(_)) => set.push(name.to_owned()),
-            Ok(None) if key == "auth.jwt_secret" && EPHEMERAL_KEY_ENVS.contains(&ctx.env()) => {
-                set.push(format!("{name} unset: a key per process ({} only)", EPHEMERAL_KEY_ENVS.join(" and ")))
+            Ok(None) if key == "auth.jwt_secret" && s.policy.allow_ephemeral_token_key => {
+                set.push(format!("{name} unset: a key per process (policy.allow_ephemeral_token_key)"))
             }
             Ok(None) => problems.push(format!("{name} ({key}) is not set: {}", store.hint(name))),
             Err(e) => problems.push(format!("{name} ({key}): {e}")),

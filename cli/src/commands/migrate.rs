@@ -1,7 +1,7 @@
 //! `atelier migrate status | plan | lint | run | rollback`: the schema, with the
 //! migrations embedded in this binary, one function per subcommand. Migrators
-//! serialize on an advisory lock. Where the environment's policy says so
-//! (staging and production), `run` lints the pending migrations first and
+//! serialize on an advisory lock. Where the environment's
+//! `policy.lint_before_migrate` says so (staging and production), `run` lints the pending migrations first and
 //! refuses (exit 5) a destructive or locking statement that its file does not
 //! allow with a reason (`store::migration_lint`). Also owns the lint report
 //! (`report_lint`) that `lint`, `plan` and `run` share.
@@ -14,9 +14,6 @@ use atelier_domain::store::migration_lint::{self, Finding};
 use atelier_domain::store::migrations::{self, Limits, MigrationInfo};
 use serde_json::{Value, json};
 use std::path::PathBuf;
-
-/// Where `migrate run` lints what it is about to apply.
-const LINT_BEFORE_RUN: [&str; 2] = ["staging", "production"];
 
 /// Each migration file's name with its lint findings.
 type Linted = [(String, Vec<Finding>)];
@@ -36,7 +33,7 @@ pub async fn run(cmd: MigrateCommand, ctx: &Context) -> Result<Code, Failure> {
 
 /// Whether `migrate run` lints before it applies, in this environment.
 fn lints_before_run(ctx: &Context) -> bool {
-    LINT_BEFORE_RUN.contains(&ctx.env())
+    ctx.config.settings.policy.lint_before_migrate
 }
 
 /// The environment's database and the limits each migration runs under.

@@ -49,7 +49,7 @@ pub fn load_keys(config: &Resolved) -> Result<KeySet, AppError> {
     match store.get(name)? {
         Some(value) => KeySet::parse(value.expose())
             .map_err(|e| AppError::Config(format!("secret '{name}' (auth.jwt_secret): {e}"))),
-        None if auth::EPHEMERAL_KEY_ENVS.contains(&config.env.as_str()) => {
+        None if config.settings.policy.allow_ephemeral_token_key => {
             tracing::warn!(
                 secret = %name,
                 env = %config.env,
