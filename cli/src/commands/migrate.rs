@@ -88,7 +88,8 @@ async fn plan(ctx: &Context) -> Result<Code, Failure> {
         .collect();
     let blocked = lint_runs && refused > 0;
     let doc = json!({"success": true, "data": {"env": ctx.env(), "database": url.database(),
-        "pending": steps, "refused_findings": refused, "run_would_refuse": blocked}, "count": steps.len()});
+        "pending": steps, "refused_findings": refused, "run_lints_first": lint_runs, "run_would_refuse": blocked},
+        "count": steps.len()});
     ctx.out.emit(&doc, || {
         if pending.is_empty() {
             return format!("{} is up to date ({}): `migrate run` would apply nothing", url.database(), ctx.env());
