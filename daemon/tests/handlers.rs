@@ -710,7 +710,7 @@ async fn the_registry_builds_every_handler_from_the_configuration() {
         metrics: Default::default(),
         keys,
         outbox_written: Default::default(),
-        sales: atelier_domain::store::sales_writer::SalesWriter::start(t.db(), Default::default()).unwrap(),
+        sales: atelier_domain::store::sales::writer::SalesWriter::start(t.db(), Default::default()).unwrap(),
     });
     let all = handlers::all(&shared);
     let names: Vec<_> = all.iter().map(|h| h.name()).collect();

@@ -250,7 +250,7 @@ async fn sales_created_together_are_numbered_per_studio_in_order_and_a_refused_o
 
 #[tokio::test]
 async fn sales_racing_through_the_writer_are_numbered_without_gaps_or_repeats() {
-    use atelier_domain::store::sales_writer::{SalesWriter, WriterStats};
+    use atelier_domain::store::sales::writer::{SalesWriter, WriterStats};
     use std::sync::atomic::Ordering::Relaxed;
     let t = TestDb::new().await;
     let studios = [studio(t.db(), "A").await, studio(t.db(), "B").await, studio(t.db(), "C").await];
@@ -335,7 +335,7 @@ async fn a_draft_sale_gets_no_order() {
     let draft =
         sales::create(&mut c, s.tenant, sale_of(s.studio_product, 1, SaleStatus::Draft), &origin()).await.unwrap();
     let err = production::create_for_sale(&mut c, s.tenant, draft.sale.id, &origin()).await.unwrap_err();
-    assert!(matches!(err, StoreError::Refused(RuleError::Other(_))), "{err:?}");
+    assert!(matches!(err, StoreError::Refused(RuleError::Sale(sale::SaleError::Draft { .. }))), "{err:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -17,7 +17,6 @@ pub mod production;
 pub mod products;
 pub mod reports;
 pub mod sales;
-pub mod sales_writer;
 pub mod schema;
 pub mod social;
 pub mod tenancy;
@@ -61,8 +60,6 @@ pub enum RuleError {
     Cost(#[from] CostError),
     #[error(transparent)]
     Money(#[from] MoneyError),
-    #[error("{0}")]
-    Other(String),
 }
 
 #[derive(Debug, thiserror::Error)]
