@@ -108,10 +108,7 @@ pub fn signed_by(
 /// message names, or else the only one when a single channel signed. `None`:
 /// the message is for no signing channel and is skipped.
 pub fn route(message_account: Option<&str>, signing_accounts: &[&str]) -> Option<usize> {
-    signing_accounts
-        .iter()
-        .position(|a| message_account == Some(*a))
-        .or((signing_accounts.len() == 1).then_some(0))
+    signing_accounts.iter().position(|a| message_account == Some(*a)).or((signing_accounts.len() == 1).then_some(0))
 }
 
 /// One inbound message as read from a provider's payload.

@@ -8,7 +8,7 @@
 //! daemon's inbound handler does the rest.
 
 use super::error::{ApiError, ApiResult, list, ok};
-use super::extract::{ApiJson, ApiQuery, Caller, Page, bytes_rejection};
+use super::extract::{ApiJson, ApiQuery, Caller, Page, bytes_rejection, paged};
 use super::origin;
 use crate::app::Shared;
 use atelier_domain::rules::webhook::{self, CHANNEL_TYPES};
@@ -166,7 +166,7 @@ pub async fn list_messages(
     caller: Caller,
     ApiQuery(q): ApiQuery<MessagesQuery>,
 ) -> ApiResult {
-    let (limit, offset) = Page::resolve(q.limit, q.offset)?;
+    let page = Page::resolve(q.limit, q.offset)?;
     if let Some(d) = &q.direction
         && d != "inbound"
         && d != "outbound"
@@ -174,8 +174,7 @@ pub async fn list_messages(
         return Err(ApiError::invalid("direction", "expected inbound or outbound"));
     }
     let mut conn = shared.db.conn().await?;
-    let (rows, total) = social::list_messages(&mut conn, caller.tenant, q.direction.as_deref(), limit, offset).await?;
-    Ok(list(rows, Some(total)))
+    Ok(paged(social::list_messages(&mut conn, caller.tenant, q.direction.as_deref(), page.limit, page.offset).await?))
 }
 
 #[derive(Deserialize)]
@@ -190,8 +189,7 @@ pub async fn list_leads(
     caller: Caller,
     ApiQuery(q): ApiQuery<LeadsQuery>,
 ) -> ApiResult {
-    let (limit, offset) = Page::resolve(q.limit, q.offset)?;
+    let page = Page::resolve(q.limit, q.offset)?;
     let mut conn = shared.db.conn().await?;
-    let (rows, total) = social::list_leads(&mut conn, caller.tenant, limit, offset).await?;
-    Ok(list(rows, Some(total)))
+    Ok(paged(social::list_leads(&mut conn, caller.tenant, page.limit, page.offset).await?))
 }

@@ -12,7 +12,7 @@ pub use orders::{ForSale, NewOrder, create_for_sale, create_for_sale_in, create_
 pub use steps::{assign_step, plan_step, record_progress, set_status, set_step_cost};
 
 use super::schema::{production_orders, production_step_templates, production_steps};
-use super::{Conn, StoreError, Tenant};
+use super::{Conn, Page, StoreError, Tenant};
 use crate::rules::production::{DEFAULT_STEPS, StepState, StepStatus};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -144,15 +144,13 @@ pub async fn list(
         }
         q
     };
-    let total = scoped().count().get_result(conn).await?;
-    let rows = scoped()
-        .order((production_orders::created_at.desc(), production_orders::id.desc()))
-        .limit(limit)
-        .offset(offset)
-        .select(Order::as_select())
-        .load(conn)
-        .await?;
-    Ok((rows, total))
+    super::page(
+        conn,
+        scoped,
+        |q| q.order((production_orders::created_at.desc(), production_orders::id.desc())),
+        Page::new(limit, offset),
+    )
+    .await
 }
 
 /// A step of the tenant, checked against the actor (a worker: only its own),

@@ -20,7 +20,7 @@ pub use draft::{complete, create_chat_draft_in, update_draft};
 pub use payment::{payments_of, record_payment};
 
 use super::schema::{payments, sale_lines, sales};
-use super::{Conn, StoreError, Tenant};
+use super::{Conn, Page, StoreError, Tenant};
 use crate::rules::sale::{Channel, SaleStatus};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -159,13 +159,5 @@ pub async fn list(
         }
         q
     };
-    let total = scoped().count().get_result(conn).await?;
-    let rows = scoped()
-        .order((sales::created_at.desc(), sales::id.desc()))
-        .limit(limit)
-        .offset(offset)
-        .select(Sale::as_select())
-        .load(conn)
-        .await?;
-    Ok((rows, total))
+    super::page(conn, scoped, |q| q.order((sales::created_at.desc(), sales::id.desc())), Page::new(limit, offset)).await
 }
