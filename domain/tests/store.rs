@@ -3,7 +3,6 @@
 //! raise nothing, one production order per sale, and tenancy is airtight.
 
 use atelier_domain::events::{EventType, Origin};
-use atelier_domain::rules::permissions::Role;
 use atelier_domain::rules::production::StepStatus;
 use atelier_domain::rules::sale::{self, Channel, SaleStatus};
 use atelier_domain::store::production::{Actor, ForSale};
@@ -11,50 +10,10 @@ use atelier_domain::store::sales::{NewLine, NewSale, SaleFilter, SaleRequest};
 use atelier_domain::store::{
     Db, RuleError, StoreError, Tenant, accounting, outbox, production, products, sales, tenancy,
 };
-use atelier_domain::testing::{TestDb, business};
+use atelier_domain::testing::{Studio, TestDb, business, studio};
 
 fn origin() -> Origin {
     Origin::new("test")
-}
-
-struct Studio {
-    tenant: Tenant,
-    studio_product: i64,
-    shelf_product: i64,
-    worker: i64,
-    other_worker: i64,
-}
-
-async fn studio(db: &Db, name: &str) -> Studio {
-    let tenant = business(db, name).await;
-    let mut c = db.conn().await.unwrap();
-    let p = |name: &str, rp| products::NewProduct {
-        name: name.into(),
-        sku: None,
-        unit_price_minor: 2500,
-        requires_production: rp,
-    };
-    let studio_product = products::create(&mut c, tenant, p("Hand-dyed saree", true)).await.unwrap().id;
-    let shelf_product = products::create(&mut c, tenant, p("Thread spool", false)).await.unwrap().id;
-    let mut user = async |email: &str| {
-        tenancy::create_user(
-            &mut c,
-            tenant,
-            tenancy::NewUser {
-                email: &format!("{email}.{}@example.com", tenant.business_id),
-                name: email,
-                password_hash: "x",
-                role: Role::ProductionWorker,
-                location_id: None,
-            },
-        )
-        .await
-        .unwrap()
-        .id
-    };
-    let worker = user("worker").await;
-    let other_worker = user("other").await;
-    Studio { tenant, studio_product, shelf_product, worker, other_worker }
 }
 
 fn sale_of(product_id: i64, quantity: i32, status: SaleStatus) -> NewSale {
