@@ -14,7 +14,7 @@
 //! The server's threads are named `atelierd` and the load generator's
 //! `loadgen`, so `top -H` or `perf report --sort comm` splits the CPU between
 //! them and PostgreSQL (on 2026-11-26, saturated: worker/steps about 47% /
-//! 14% / 38%; sales, written together by `store::sales_writer`, 38% / 8% /
+//! 14% / 38%; sales, written together by `store::sales::writer`, 38% / 8% /
 //! 50%).
 //!
 //! Two kinds of load, both on the same 64 connections:

@@ -7,7 +7,7 @@
 use crate::{events, http};
 use atelier_domain::config::Resolved;
 use atelier_domain::secrets::{self, SecretError};
-use atelier_domain::store::sales_writer::SalesWriter;
+use atelier_domain::store::sales::writer::SalesWriter;
 use atelier_domain::store::{DatabaseUrl, Db, StoreError, migrations};
 use std::net::SocketAddr;
 use std::sync::Arc;

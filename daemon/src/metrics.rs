@@ -6,7 +6,7 @@
 //! latency, the sales writer's batches; dead letters by status are read from
 //! the database when scraped.
 
-use atelier_domain::store::sales_writer::WriterStats;
+use atelier_domain::store::sales::writer::WriterStats;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};

@@ -21,9 +21,9 @@ use atelier_domain::rules::sale::{Channel, SaleStatus};
 use atelier_domain::store::production::{Actor, ForSale};
 use atelier_domain::store::sales::{NewLine, NewSale};
 use atelier_domain::store::{
-    Db, StoreError, Tenant, accounting, canary, inbound, notifications, outbox, production, products, sales, social,
+    Db, StoreError, Tenant, accounting, canary, inbound, notifications, outbox, production, sales, social,
 };
-use atelier_domain::testing::{TestDb, business};
+use atelier_domain::testing::{Studio, TestDb, business, studio};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -35,26 +35,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 // ---------------------------------------------------------------- fixtures
-
-struct Studio {
-    tenant: Tenant,
-    studio_product: i64,
-    shelf_product: i64,
-}
-
-async fn studio(db: &Db) -> Studio {
-    let tenant = business(db, "Indigo Studio").await;
-    let mut c = db.conn().await.unwrap();
-    let p = |name: &str, rp| products::NewProduct {
-        name: name.into(),
-        sku: None,
-        unit_price_minor: 2500,
-        requires_production: rp,
-    };
-    let studio_product = products::create(&mut c, tenant, p("Hand-dyed saree", true)).await.unwrap().id;
-    let shelf_product = products::create(&mut c, tenant, p("Thread spool", false)).await.unwrap().id;
-    Studio { tenant, studio_product, shelf_product }
-}
 
 async fn customer(db: &Db, tenant: Tenant, phone: &str) -> i64 {
     let mut c = db.conn().await.unwrap();
@@ -116,7 +96,7 @@ async fn count(db: &Db, sql: &str, business_id: i64) -> i64 {
 #[tokio::test]
 async fn production_creates_one_order_when_the_sale_is_delivered_three_times() {
     let t = TestDb::new().await;
-    let s = studio(t.db()).await;
+    let s = studio(t.db(), "Indigo Studio").await;
     let (sale_id, env) = final_sale(t.db(), s.tenant, s.studio_product, None, Channel::WalkIn).await;
     let h = Production::new(t.db().clone());
     let outcomes = [handle(&h, &env).await.unwrap(), handle(&h, &env).await.unwrap(), handle(&h, &env).await.unwrap()];
@@ -134,7 +114,7 @@ async fn production_creates_one_order_when_the_sale_is_delivered_three_times() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn production_creates_one_order_when_handled_concurrently() {
     let t = TestDb::new().await;
-    let s = studio(t.db()).await;
+    let s = studio(t.db(), "Indigo Studio").await;
     let (sale_id, env) = final_sale(t.db(), s.tenant, s.studio_product, None, Channel::WalkIn).await;
     let h = Arc::new(Production::new(t.db().clone()));
     let tasks: Vec<_> = (0..6)
@@ -159,7 +139,7 @@ async fn production_creates_one_order_when_handled_concurrently() {
 #[tokio::test]
 async fn production_ignores_a_normal_sale_and_refuses_an_event_without_business() {
     let t = TestDb::new().await;
-    let s = studio(t.db()).await;
+    let s = studio(t.db(), "Indigo Studio").await;
     let (sale_id, env) = final_sale(t.db(), s.tenant, s.shelf_product, None, Channel::WalkIn).await;
     let h = Production::new(t.db().clone());
     assert_eq!(handle(&h, &env).await.unwrap(), Outcome::Ignored);
@@ -184,7 +164,7 @@ async fn production_ignores_a_normal_sale_and_refuses_an_event_without_business(
 #[tokio::test]
 async fn an_unreachable_database_is_transient() {
     let t = TestDb::new().await;
-    let s = studio(t.db()).await;
+    let s = studio(t.db(), "Indigo Studio").await;
     let (_, env) = final_sale(t.db(), s.tenant, s.studio_product, None, Channel::WalkIn).await;
     let gone = Db::new(t.url().with_database("atelier_no_such_database"), 1, Duration::from_secs(2)).unwrap();
     let err = handle(&Production::new(gone), &env).await.unwrap_err();
@@ -216,7 +196,7 @@ async fn completed_steps(db: &Db, s: &Studio, costs: [i64; 3]) -> Vec<Envelope> 
 #[tokio::test]
 async fn accounting_books_a_step_expense_once_and_nothing_for_a_free_step() {
     let t = TestDb::new().await;
-    let s = studio(t.db()).await;
+    let s = studio(t.db(), "Indigo Studio").await;
     let steps = completed_steps(t.db(), &s, [1200, 0, 300]).await;
     assert_eq!(steps.len(), 2);
     let h = Accounting::new(t.db().clone());
@@ -337,7 +317,7 @@ const TIMEOUT: Duration = Duration::from_millis(400);
 /// A business with a WhatsApp channel (phone number id 1098765432) whose
 /// token is `token`, and a customer with a phone.
 async fn notified_studio(db: &Db, token: &str) -> (Studio, i64) {
-    let s = studio(db).await;
+    let s = studio(db, "Indigo Studio").await;
     let mut c = db.conn().await.unwrap();
     diesel::sql_query(
         "INSERT INTO social_channels (business_id, channel_type, account_id, access_token, webhook_secret)
@@ -605,7 +585,7 @@ const CUSTOMERS: &str = "SELECT count(*) AS n FROM customers WHERE business_id =
 #[tokio::test]
 async fn order_intent_makes_one_lead_and_creates_the_customer() {
     let t = TestDb::new().await;
-    let s = studio(t.db()).await;
+    let s = studio(t.db(), "Indigo Studio").await;
     let h = Inbound::new(t.db().clone());
     let env = inbound_message(t.db(), s.tenant, Some("+44 7700 900123"), "Hi, I want to order a saree").await;
     assert_eq!(handle(&h, &env).await.unwrap(), Outcome::Applied);
@@ -627,7 +607,7 @@ async fn order_intent_makes_one_lead_and_creates_the_customer() {
 #[tokio::test]
 async fn a_confirmation_from_a_known_customer_makes_a_draft_sale_and_from_a_stranger_none() {
     let t = TestDb::new().await;
-    let s = studio(t.db()).await;
+    let s = studio(t.db(), "Indigo Studio").await;
     let known = customer(t.db(), s.tenant, "+919800000001").await;
     let h = Inbound::new(t.db().clone());
     // WhatsApp gives the number without the '+' staff typed: still the known customer.
@@ -660,7 +640,7 @@ async fn a_confirmation_from_a_known_customer_makes_a_draft_sale_and_from_a_stra
 #[tokio::test]
 async fn an_inbound_message_of_another_business_is_not_found() {
     let t = TestDb::new().await;
-    let s = studio(t.db()).await;
+    let s = studio(t.db(), "Indigo Studio").await;
     let other = business(t.db(), "Other").await;
     let mut env = inbound_message(t.db(), s.tenant, Some("+919800000001"), "I want to order").await;
     env.business_id = Some(other.business_id);
@@ -710,7 +690,7 @@ async fn the_registry_builds_every_handler_from_the_configuration() {
         metrics: Default::default(),
         keys,
         outbox_written: Default::default(),
-        sales: atelier_domain::store::sales_writer::SalesWriter::start(t.db(), Default::default()).unwrap(),
+        sales: atelier_domain::store::sales::writer::SalesWriter::start(t.db(), Default::default()).unwrap(),
     });
     let all = handlers::all(&shared);
     let names: Vec<_> = all.iter().map(|h| h.name()).collect();

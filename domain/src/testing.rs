@@ -4,6 +4,9 @@
 //! builds a new one). Test processes coordinate through an advisory lock, so
 //! nextest's process-per-test runs build the template once.
 //!
+//! Fixtures shared by the store's and the daemon's tests: a business
+//! ([`business`]) and a studio with its products and workers ([`studio`]).
+//!
 //! The server comes from `ATELIER_TEST_DATABASE_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`).
 
@@ -210,6 +213,53 @@ pub async fn business(db: &Db, name: &str) -> Tenant {
     let mut conn = db.conn().await.expect("connection");
     let b = crate::store::tenancy::create_business(&mut conn, name, "USD".parse().unwrap()).await.expect("business");
     Tenant::new(b.id)
+}
+
+/// A studio for a test: a business (USD) with a product made to order and
+/// one off the shelf (both 2500), and two production workers.
+pub struct Studio {
+    pub tenant: Tenant,
+    /// "Hand-dyed saree": requires production.
+    pub studio_product: i64,
+    /// "Thread spool": does not.
+    pub shelf_product: i64,
+    pub worker: i64,
+    pub other_worker: i64,
+}
+
+/// A new [`Studio`] named `name`.
+pub async fn studio(db: &Db, name: &str) -> Studio {
+    use crate::rules::permissions::Role;
+    use crate::store::{products, tenancy};
+    let tenant = business(db, name).await;
+    let mut c = db.conn().await.expect("connection");
+    let p = |name: &str, rp| products::NewProduct {
+        name: name.into(),
+        sku: None,
+        unit_price_minor: 2500,
+        requires_production: rp,
+    };
+    let studio_product = products::create(&mut c, tenant, p("Hand-dyed saree", true)).await.expect("product").id;
+    let shelf_product = products::create(&mut c, tenant, p("Thread spool", false)).await.expect("product").id;
+    let mut user = async |email: &str| {
+        tenancy::create_user(
+            &mut c,
+            tenant,
+            tenancy::NewUser {
+                email: &format!("{email}.{}@example.com", tenant.business_id),
+                name: email,
+                password_hash: "x",
+                role: Role::ProductionWorker,
+                location_id: None,
+            },
+        )
+        .await
+        .expect("user")
+        .id
+    };
+    let worker = user("worker").await;
+    let other_worker = user("other").await;
+    Studio { tenant, studio_product, shelf_product, worker, other_worker }
 }
 
 /// Waits until `check` holds, polling, or panics after `deadline`.

@@ -3,7 +3,6 @@
 //! raise nothing, one production order per sale, and tenancy is airtight.
 
 use atelier_domain::events::{EventType, Origin};
-use atelier_domain::rules::permissions::Role;
 use atelier_domain::rules::production::StepStatus;
 use atelier_domain::rules::sale::{self, Channel, SaleStatus};
 use atelier_domain::store::production::{Actor, ForSale};
@@ -11,50 +10,10 @@ use atelier_domain::store::sales::{NewLine, NewSale, SaleFilter, SaleRequest};
 use atelier_domain::store::{
     Db, RuleError, StoreError, Tenant, accounting, outbox, production, products, sales, tenancy,
 };
-use atelier_domain::testing::{TestDb, business};
+use atelier_domain::testing::{Studio, TestDb, business, studio};
 
 fn origin() -> Origin {
     Origin::new("test")
-}
-
-struct Studio {
-    tenant: Tenant,
-    studio_product: i64,
-    shelf_product: i64,
-    worker: i64,
-    other_worker: i64,
-}
-
-async fn studio(db: &Db, name: &str) -> Studio {
-    let tenant = business(db, name).await;
-    let mut c = db.conn().await.unwrap();
-    let p = |name: &str, rp| products::NewProduct {
-        name: name.into(),
-        sku: None,
-        unit_price_minor: 2500,
-        requires_production: rp,
-    };
-    let studio_product = products::create(&mut c, tenant, p("Hand-dyed saree", true)).await.unwrap().id;
-    let shelf_product = products::create(&mut c, tenant, p("Thread spool", false)).await.unwrap().id;
-    let mut user = async |email: &str| {
-        tenancy::create_user(
-            &mut c,
-            tenant,
-            tenancy::NewUser {
-                email: &format!("{email}.{}@example.com", tenant.business_id),
-                name: email,
-                password_hash: "x",
-                role: Role::ProductionWorker,
-                location_id: None,
-            },
-        )
-        .await
-        .unwrap()
-        .id
-    };
-    let worker = user("worker").await;
-    let other_worker = user("other").await;
-    Studio { tenant, studio_product, shelf_product, worker, other_worker }
 }
 
 fn sale_of(product_id: i64, quantity: i32, status: SaleStatus) -> NewSale {
@@ -250,7 +209,7 @@ async fn sales_created_together_are_numbered_per_studio_in_order_and_a_refused_o
 
 #[tokio::test]
 async fn sales_racing_through_the_writer_are_numbered_without_gaps_or_repeats() {
-    use atelier_domain::store::sales_writer::{SalesWriter, WriterStats};
+    use atelier_domain::store::sales::writer::{SalesWriter, WriterStats};
     use std::sync::atomic::Ordering::Relaxed;
     let t = TestDb::new().await;
     let studios = [studio(t.db(), "A").await, studio(t.db(), "B").await, studio(t.db(), "C").await];
@@ -335,7 +294,7 @@ async fn a_draft_sale_gets_no_order() {
     let draft =
         sales::create(&mut c, s.tenant, sale_of(s.studio_product, 1, SaleStatus::Draft), &origin()).await.unwrap();
     let err = production::create_for_sale(&mut c, s.tenant, draft.sale.id, &origin()).await.unwrap_err();
-    assert!(matches!(err, StoreError::Refused(RuleError::Other(_))), "{err:?}");
+    assert!(matches!(err, StoreError::Refused(RuleError::Sale(sale::SaleError::Draft { .. }))), "{err:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -7,6 +7,7 @@ pub mod intent;
 pub mod money;
 pub mod notifications;
 pub mod permissions;
+pub mod pricing;
 pub mod production;
 pub mod sale;
 pub mod templates;

@@ -1,8 +1,11 @@
 //! Production steps and orders: the step state machine (pending → in_progress →
 //! completed, forward only, completed exactly at `step_qty`), progress updates,
 //! planning, and when an order is completed. Timestamps are set here from the
-//! `now` the caller passes, never taken from a request.
+//! `now` the caller passes, never taken from a request. Also who reaches a
+//! step (a production worker: only its own), and what a completed step
+//! freezes (its cost, its assignment) and unlocks (its expense).
 
+use super::permissions::Role;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -73,6 +76,12 @@ pub enum StepError {
     IncompleteQuantity { completed_qty: i32, step_qty: Option<i32> },
     #[error("the step is completed and can no longer change")]
     AlreadyCompleted,
+    #[error("the step is completed: its cost is booked and can no longer change")]
+    CostLocked,
+    #[error("the step is completed and can no longer be reassigned")]
+    ReassignCompleted,
+    #[error("step {step_id} is not completed")]
+    NotCompleted { step_id: i64 },
 }
 
 impl StepError {
@@ -81,6 +90,43 @@ impl StepError {
     pub fn is_bad_input(&self) -> bool {
         matches!(self, StepError::NegativeQuantity | StepError::InvalidStepQty | StepError::QuantityExceeded { .. })
     }
+}
+
+/// Who is looking at or changing a step. A production worker reaches only
+/// the steps assigned to it; managers and admins any step of their business.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Actor {
+    pub user_id: i64,
+    /// True for production workers: the step must be assigned to `user_id`.
+    pub own_steps_only: bool,
+}
+
+impl Actor {
+    /// The actor a user of `role` is: a production worker sees only its own steps.
+    pub fn for_role(user_id: i64, role: Role) -> Actor {
+        Actor { user_id, own_steps_only: role == Role::ProductionWorker }
+    }
+
+    /// Whether the actor may see and change a step assigned to `assigned_user_id`.
+    pub fn reaches(&self, assigned_user_id: Option<i64>) -> bool {
+        !self.own_steps_only || assigned_user_id == Some(self.user_id)
+    }
+}
+
+/// A step's cost may change until the step is completed: then its expense
+/// is booked.
+pub fn cost_may_change(status: StepStatus) -> Result<(), StepError> {
+    if status == StepStatus::Completed { Err(StepError::CostLocked) } else { Ok(()) }
+}
+
+/// A step may be (re)assigned until it is completed.
+pub fn may_reassign(status: StepStatus) -> Result<(), StepError> {
+    if status == StepStatus::Completed { Err(StepError::ReassignCompleted) } else { Ok(()) }
+}
+
+/// A step's expense is booked only once the step is completed.
+pub fn expense_due(step_id: i64, status: StepStatus) -> Result<(), StepError> {
+    if status == StepStatus::Completed { Ok(()) } else { Err(StepError::NotCompleted { step_id }) }
 }
 
 /// What a change did, beside the new state.
@@ -186,6 +232,33 @@ mod tests {
 
     fn t(secs: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_767_225_600 + secs, 0).unwrap()
+    }
+
+    #[test]
+    fn a_worker_reaches_only_its_own_steps() {
+        let worker = Actor::for_role(7, Role::ProductionWorker);
+        assert!(worker.own_steps_only);
+        assert!(worker.reaches(Some(7)));
+        assert!(!worker.reaches(Some(8)));
+        assert!(!worker.reaches(None));
+        for role in [Role::Admin, Role::Manager] {
+            let a = Actor::for_role(7, role);
+            assert!(!a.own_steps_only);
+            assert!(a.reaches(Some(8)) && a.reaches(None));
+        }
+    }
+
+    #[test]
+    fn a_completed_step_freezes_cost_and_assignment_and_owes_its_expense() {
+        for s in [Pending, InProgress] {
+            assert_eq!(cost_may_change(s), Ok(()));
+            assert_eq!(may_reassign(s), Ok(()));
+            assert_eq!(expense_due(3, s), Err(StepError::NotCompleted { step_id: 3 }));
+        }
+        assert_eq!(cost_may_change(Completed), Err(StepError::CostLocked));
+        assert_eq!(may_reassign(Completed), Err(StepError::ReassignCompleted));
+        assert_eq!(expense_due(3, Completed), Ok(()));
+        assert_eq!(StepError::NotCompleted { step_id: 3 }.to_string(), "step 3 is not completed");
     }
 
     #[test]

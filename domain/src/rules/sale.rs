@@ -96,6 +96,8 @@ pub enum SaleError {
     Money { line: usize, source: MoneyError },
     #[error("the sale is already final")]
     AlreadyFinal,
+    #[error("sale {invoice_no} is a draft: production starts when it is final")]
+    Draft { invoice_no: String },
 }
 
 /// One line as priced: quantity × unit price.
@@ -147,6 +149,14 @@ pub fn complete_with_lines(status: SaleStatus, line_count: usize) -> Result<Sale
         return Err(SaleError::NoLines);
     }
     Ok(next)
+}
+
+/// Production starts for a sale only once it is final.
+pub fn ready_for_production(status: SaleStatus, invoice_no: &str) -> Result<(), SaleError> {
+    match status {
+        SaleStatus::Final => Ok(()),
+        SaleStatus::Draft => Err(SaleError::Draft { invoice_no: invoice_no.to_owned() }),
+    }
 }
 
 /// The invoice period of a date: `YYYYMM`.
@@ -218,6 +228,14 @@ mod tests {
         assert_eq!(complete_with_lines(SaleStatus::Draft, 1), Ok(SaleStatus::Final));
         assert_eq!(complete_with_lines(SaleStatus::Draft, 0), Err(SaleError::NoLines));
         assert_eq!(complete_with_lines(SaleStatus::Final, 0), Err(SaleError::AlreadyFinal));
+    }
+
+    #[test]
+    fn production_waits_for_a_final_sale() {
+        assert_eq!(ready_for_production(SaleStatus::Final, "INV-202601-0001"), Ok(()));
+        let e = ready_for_production(SaleStatus::Draft, "INV-202601-0002").unwrap_err();
+        assert_eq!(e, SaleError::Draft { invoice_no: "INV-202601-0002".into() });
+        assert_eq!(e.to_string(), "sale INV-202601-0002 is a draft: production starts when it is final");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Inbound channel webhooks, the pure parts: which signature header each
 //! channel type uses, checking it (HMAC-SHA256 over the raw body, constant
 //! time) against the current and, during a rotation, the previous secret, and
-//! reading the messages out of a provider's payload once it is authentic.
+//! reading the messages out of a provider's payload once it is authentic,
+//! and which of the signing channels each message is for.
 //!
 //! - Meta (whatsapp, facebook, instagram): `X-Hub-Signature-256: sha256=<hex>`,
 //!   HMAC-SHA256 of the raw body keyed with the channel's webhook secret.
@@ -75,6 +76,39 @@ pub fn authentic(channel_type: &str, secret: &str, body: &[u8], presented: &Pres
         return true;
     }
     channel_type == "telegram" && presented.telegram_token.is_some_and(|t| same_secret(t, secret))
+}
+
+/// What a request of `channel_type` presents, read with `header` (by
+/// lowercase name): Meta's signature header for Meta channels, our relay's
+/// for Telegram, and Telegram's own secret token for Telegram only.
+pub fn presented<'a>(channel_type: &str, header: impl Fn(&str) -> Option<&'a str>) -> Presented<'a> {
+    let signature_header = if is_meta(channel_type) { META_SIGNATURE_HEADER } else { TELEGRAM_SIGNATURE_HEADER };
+    Presented {
+        signature: header(signature_header),
+        telegram_token: if channel_type == "telegram" { header(TELEGRAM_TOKEN_HEADER) } else { None },
+    }
+}
+
+/// Whether a channel with `current` and, during a rotation, `previous` as
+/// its webhook secret vouches for the request: either secret is accepted
+/// until the rotation is finished (and `previous` dropped).
+pub fn signed_by(
+    channel_type: &str,
+    current: &str,
+    previous: Option<&str>,
+    body: &[u8],
+    presented: &Presented<'_>,
+) -> bool {
+    authentic(channel_type, current, body, presented)
+        || previous.is_some_and(|p| authentic(channel_type, p, body, presented))
+}
+
+/// Which of the channels that signed a request a message is for (an index
+/// into `signing_accounts`, their account ids): the one whose account id the
+/// message names, or else the only one when a single channel signed. `None`:
+/// the message is for no signing channel and is skipped.
+pub fn route(message_account: Option<&str>, signing_accounts: &[&str]) -> Option<usize> {
+    signing_accounts.iter().position(|a| message_account == Some(*a)).or((signing_accounts.len() == 1).then_some(0))
 }
 
 /// One inbound message as read from a provider's payload.
@@ -228,6 +262,57 @@ pub fn parse(channel_type: &str, body: &[u8]) -> Result<Vec<InboundMessage>, Pay
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_channel_type_presents_its_own_headers() {
+        let headers = |name: &str| match name {
+            META_SIGNATURE_HEADER => Some("meta"),
+            TELEGRAM_SIGNATURE_HEADER => Some("relay"),
+            TELEGRAM_TOKEN_HEADER => Some("token"),
+            _ => None,
+        };
+        for meta in ["whatsapp", "facebook", "instagram"] {
+            let p = presented(meta, headers);
+            assert_eq!((p.signature, p.telegram_token), (Some("meta"), None));
+        }
+        let p = presented("telegram", headers);
+        assert_eq!((p.signature, p.telegram_token), (Some("relay"), Some("token")));
+        let p = presented("telegram", |_| None);
+        assert_eq!((p.signature, p.telegram_token), (None, None));
+    }
+
+    #[test]
+    fn during_a_rotation_the_previous_secret_is_accepted_too() {
+        let body = b"{}";
+        let by_old = sign(b"old", body);
+        let p = Presented { signature: Some(&by_old), telegram_token: None };
+        assert!(signed_by("whatsapp", "new", Some("old"), body, &p));
+        assert!(!signed_by("whatsapp", "new", None, body, &p));
+        let by_new = sign(b"new", body);
+        let p = Presented { signature: Some(&by_new), telegram_token: None };
+        assert!(signed_by("whatsapp", "new", Some("old"), body, &p));
+        assert!(signed_by("whatsapp", "new", None, body, &p));
+        assert!(!signed_by("whatsapp", "other", Some("old"), body, &p));
+        let t = Presented { signature: None, telegram_token: Some("old") };
+        assert!(signed_by("telegram", "new", Some("old"), body, &t));
+        assert!(!signed_by(
+            "telegram",
+            "new",
+            Some(""),
+            body,
+            &Presented { signature: None, telegram_token: Some("") }
+        ));
+    }
+
+    #[test]
+    fn a_message_goes_to_the_channel_it_names_or_the_only_signer() {
+        assert_eq!(route(Some("b"), &["a", "b"]), Some(1));
+        assert_eq!(route(Some("c"), &["a", "b"]), None);
+        assert_eq!(route(None, &["a", "b"]), None);
+        assert_eq!(route(Some("c"), &["a"]), Some(0));
+        assert_eq!(route(None, &["a"]), Some(0));
+        assert_eq!(route(Some("a"), &[]), None);
+    }
 
     #[test]
     fn the_url_to_register_is_the_public_base_the_route_and_the_business() {

@@ -4,7 +4,7 @@
 //! so a step's expense is booked at most once.
 
 use super::schema::{account_transactions, accounts};
-use super::{Conn, StoreError, Tenant, tenancy};
+use super::{Conn, Page, StoreError, Tenant, tenancy};
 use crate::rules::costing::StepExpense;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -276,13 +276,11 @@ pub async fn list_transactions(
         }
         q
     };
-    let total = scoped().count().get_result(conn).await?;
-    let rows = scoped()
-        .order((account_transactions::occurred_at.desc(), account_transactions::id.desc()))
-        .limit(limit)
-        .offset(offset)
-        .select(Transaction::as_select())
-        .load(conn)
-        .await?;
-    Ok((rows, total))
+    super::page(
+        conn,
+        scoped,
+        |q| q.order((account_transactions::occurred_at.desc(), account_transactions::id.desc())),
+        Page::new(limit, offset),
+    )
+    .await
 }

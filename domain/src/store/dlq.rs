@@ -184,16 +184,13 @@ pub async fn list(
     offset: i64,
 ) -> Result<(Vec<DeadLetter>, i64), StoreError> {
     filter.validate()?;
-    let total = filter.query().count().get_result(conn).await?;
-    let rows = filter
-        .query()
-        .order((dead_letters::last_failed_at.desc(), dead_letters::id.desc()))
-        .limit(limit)
-        .offset(offset)
-        .select(DeadLetter::as_select())
-        .load(conn)
-        .await?;
-    Ok((rows, total))
+    super::page(
+        conn,
+        || filter.query(),
+        |q| q.order((dead_letters::last_failed_at.desc(), dead_letters::id.desc())),
+        super::Page::new(limit, offset),
+    )
+    .await
 }
 
 /// One dead letter and its replay history.

@@ -2,7 +2,8 @@
 //! Each business action runs in one transaction and writes the events it
 //! raises into the outbox in that same transaction. Every query of business
 //! data is scoped by a [`Tenant`]: another business's id behaves exactly like
-//! an id that does not exist.
+//! an id that does not exist. Every list is read a page at a time through
+//! [`page`], with the count of all its matches.
 
 pub mod accounting;
 pub mod canary;
@@ -17,7 +18,6 @@ pub mod production;
 pub mod products;
 pub mod reports;
 pub mod sales;
-pub mod sales_writer;
 pub mod schema;
 pub mod social;
 pub mod tenancy;
@@ -61,8 +61,6 @@ pub enum RuleError {
     Cost(#[from] CostError),
     #[error(transparent)]
     Money(#[from] MoneyError),
-    #[error("{0}")]
-    Other(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +153,56 @@ macro_rules! refused_from {
     )*};
 }
 refused_from!(StepError, SaleError, CostError, MoneyError);
+
+/// Which rows of a list to read: `limit` rows after the first `offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub limit: i64,
+    pub offset: i64,
+}
+
+impl Page {
+    pub fn new(limit: i64, offset: i64) -> Self {
+        Page { limit, offset }
+    }
+}
+
+/// One page of a list and how many rows match in all. `scoped` builds the
+/// filtered (boxed) query, once to count it and once to read it; `order`
+/// orders the read, whose page is then taken and read as `R`. The future is
+/// boxed so that callers (the API's handlers) need not prove it `Send` for
+/// every query type themselves.
+pub fn page<'a, Q, R>(
+    conn: &'a mut Conn,
+    scoped: impl Fn() -> Q + Send + 'a,
+    order: impl FnOnce(Q) -> Q + Send + 'a,
+    page: Page,
+) -> futures_util::future::BoxFuture<'a, Result<(Vec<R>, i64), StoreError>>
+where
+    Q: diesel::query_dsl::methods::SelectDsl<diesel::dsl::CountStar>
+        + diesel::query_dsl::methods::LimitDsl<Output = Q>
+        + diesel::query_dsl::methods::OffsetDsl<Output = Q>
+        + diesel::query_dsl::methods::SelectDsl<diesel::dsl::AsSelect<R, diesel::pg::Pg>>
+        + Send
+        + 'a,
+    diesel::dsl::Select<Q, diesel::dsl::CountStar>: diesel_async::methods::LoadQuery<'a, Conn, i64> + Send + 'a,
+    diesel::dsl::Select<Q, diesel::dsl::AsSelect<R, diesel::pg::Pg>>:
+        diesel_async::methods::LoadQuery<'a, Conn, R> + Send + 'a,
+    R: diesel::Selectable<diesel::pg::Pg> + Send + 'a,
+    R::SelectExpression: diesel::query_builder::QueryId,
+{
+    use diesel::SelectableHelper;
+    use diesel::query_dsl::methods::SelectDsl;
+    use diesel_async::RunQueryDsl;
+    use futures_util::FutureExt;
+    async move {
+        let total = SelectDsl::select(scoped(), diesel::dsl::count_star()).get_result(conn).await?;
+        let ordered = order(scoped()).limit(page.limit).offset(page.offset);
+        let rows = SelectDsl::select(ordered, R::as_select()).load(conn).await?;
+        Ok((rows, total))
+    }
+    .boxed()
+}
 
 /// A database URL with its password filled in from the secret store. Never
 /// printed: its Debug shows the URL without the password.

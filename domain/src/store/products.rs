@@ -4,7 +4,7 @@
 
 use super::schema::products;
 use super::tenancy;
-use super::{Conn, StoreError, Tenant};
+use super::{Conn, Page, StoreError, Tenant};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -80,11 +80,8 @@ pub async fn get(conn: &mut Conn, tenant: Tenant, id: i64) -> Result<Product, St
 }
 
 pub async fn list(conn: &mut Conn, tenant: Tenant, limit: i64, offset: i64) -> Result<(Vec<Product>, i64), StoreError> {
-    let scope = products::table.filter(products::business_id.eq(tenant.business_id));
-    let total = scope.count().get_result(conn).await?;
-    let rows =
-        scope.order(products::id.asc()).limit(limit).offset(offset).select(Product::as_select()).load(conn).await?;
-    Ok((rows, total))
+    let scoped = || products::table.filter(products::business_id.eq(tenant.business_id)).into_boxed();
+    super::page(conn, scoped, |q| q.order(products::id.asc()), Page::new(limit, offset)).await
 }
 
 /// The fields a product update may change; `None` leaves a field as it is.

@@ -5,7 +5,7 @@
 //! and leads staff read.
 
 use super::schema::{leads, social_channels, social_messages};
-use super::{Conn, StoreError, Tenant, outbox};
+use super::{Conn, Page, StoreError, Tenant, outbox};
 use crate::events::{Event, Origin, SocialMessageReceived};
 use crate::rules::webhook::{CHANNEL_TYPES, InboundMessage, same_secret};
 use chrono::{DateTime, Utc};
@@ -290,15 +290,13 @@ pub async fn list_messages(
         }
         q
     };
-    let total = scoped().count().get_result(conn).await?;
-    let rows = scoped()
-        .order((social_messages::created_at.desc(), social_messages::id.desc()))
-        .limit(limit)
-        .offset(offset)
-        .select(Message::as_select())
-        .load(conn)
-        .await?;
-    Ok((rows, total))
+    super::page(
+        conn,
+        scoped,
+        |q| q.order((social_messages::created_at.desc(), social_messages::id.desc())),
+        Page::new(limit, offset),
+    )
+    .await
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Serialize)]
@@ -319,14 +317,6 @@ pub async fn list_leads(
     limit: i64,
     offset: i64,
 ) -> Result<(Vec<Lead>, i64), StoreError> {
-    let scope = leads::table.filter(leads::business_id.eq(tenant.business_id));
-    let total = scope.count().get_result(conn).await?;
-    let rows = scope
-        .order((leads::created_at.desc(), leads::id.desc()))
-        .limit(limit)
-        .offset(offset)
-        .select(Lead::as_select())
-        .load(conn)
-        .await?;
-    Ok((rows, total))
+    let scoped = || leads::table.filter(leads::business_id.eq(tenant.business_id)).into_boxed();
+    super::page(conn, scoped, |q| q.order((leads::created_at.desc(), leads::id.desc())), Page::new(limit, offset)).await
 }

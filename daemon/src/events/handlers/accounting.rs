@@ -6,8 +6,8 @@ use super::{tenant, unexpected};
 use crate::events::handler::{Handler, HandlerError, Outcome};
 use atelier_domain::events::{Envelope, Event, EventType};
 use atelier_domain::rules::costing;
-use atelier_domain::rules::production::StepStatus;
-use atelier_domain::store::{Db, RuleError, StoreError, accounting, processing, production};
+use atelier_domain::rules::production::expense_due;
+use atelier_domain::store::{Db, StoreError, accounting, processing, production};
 use diesel_async::AsyncConnection;
 use futures_util::future::BoxFuture;
 
@@ -36,9 +36,7 @@ impl Accounting {
                 // to change it), so the row is the booked truth, and reading it
                 // also proves the step is the event's business's and completed.
                 let step = production::step(conn, tenant, done.step_id, None).await?;
-                if step.state().status != StepStatus::Completed {
-                    return Err(RuleError::Other(format!("step {} is not completed", step.id)).into());
-                }
+                expense_due(step.id, step.state().status)?;
                 let Some(expense) = costing::step_expense(step.id, &step.name, &done.order_no, step.cost_minor) else {
                     return Ok(Outcome::Ignored);
                 };

@@ -2,7 +2,7 @@
 //! create a debit or credit) and the financial report of a period.
 
 use super::error::{ApiError, ApiResult, created, list, ok};
-use super::extract::{ApiJson, ApiQuery, Caller, Page};
+use super::extract::{ApiJson, ApiQuery, Caller, Page, paged};
 use crate::app::Shared;
 use atelier_domain::store::accounting::{self, Direction, NewTransaction, TransactionFilter};
 use atelier_domain::store::reports;
@@ -32,11 +32,10 @@ pub async fn list_transactions(
     caller: Caller,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult {
-    let (limit, offset) = Page::resolve(q.limit, q.offset)?;
+    let page = Page::resolve(q.limit, q.offset)?;
     let filter = TransactionFilter { account_id: q.account_id, category: q.category, from: q.from, to: q.to };
     let mut conn = shared.db.conn().await?;
-    let (rows, total) = accounting::list_transactions(&mut conn, caller.tenant, &filter, limit, offset).await?;
-    Ok(list(rows, Some(total)))
+    Ok(paged(accounting::list_transactions(&mut conn, caller.tenant, &filter, page.limit, page.offset).await?))
 }
 
 #[derive(Deserialize)]

@@ -3,6 +3,7 @@
 //! with a stable code. Store and rule errors map here, in one place.
 
 use atelier_domain::rules::production::StepError;
+use atelier_domain::rules::sale::SaleError;
 use atelier_domain::store::{RuleError, StoreError};
 use axum::Json;
 use axum::http::StatusCode;
@@ -93,6 +94,20 @@ fn step_code(e: &StepError) -> (StatusCode, &'static str) {
         StepError::InvalidTransition { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_transition"),
         StepError::IncompleteQuantity { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "incomplete_quantity"),
         StepError::AlreadyCompleted => (StatusCode::UNPROCESSABLE_ENTITY, "step_completed"),
+        StepError::CostLocked => (StatusCode::UNPROCESSABLE_ENTITY, "step_cost_locked"),
+        StepError::ReassignCompleted => (StatusCode::UNPROCESSABLE_ENTITY, "step_assignment_locked"),
+        StepError::NotCompleted { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "step_not_completed"),
+    }
+}
+
+/// A rule's refusal: its status and stable code (see README, "Error codes").
+fn rule_code(r: &RuleError) -> (StatusCode, &'static str) {
+    match r {
+        RuleError::Step(s) => step_code(s),
+        RuleError::Sale(SaleError::Draft { .. }) => (StatusCode::UNPROCESSABLE_ENTITY, "sale_draft"),
+        RuleError::Sale(_) | RuleError::Cost(_) | RuleError::Money(_) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "rule_refused")
+        }
     }
 }
 
@@ -103,11 +118,10 @@ impl From<StoreError> for ApiError {
             StoreError::Forbidden(m) => ApiError::forbidden(m),
             StoreError::Invalid { field, message } => ApiError::invalid(&field, message),
             StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
-            StoreError::Refused(RuleError::Step(s)) => {
-                let (status, code) = step_code(&s);
-                ApiError::new(status, code, s.to_string())
+            StoreError::Refused(r) => {
+                let (status, code) = rule_code(&r);
+                ApiError::new(status, code, r.to_string())
             }
-            StoreError::Refused(r) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "rule_refused", r.to_string()),
             StoreError::Unavailable(m) => {
                 tracing::warn!(error = %m, "database unavailable");
                 ApiError::new(

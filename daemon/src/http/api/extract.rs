@@ -1,16 +1,18 @@
 //! Extractors whose rejections speak the envelope: JSON bodies (400 malformed
 //! or invalid field, 413 over `http.body_limit`, 415 not JSON), query strings
-//! and path ids (400), pagination, and the authenticated [`Caller`] that the
-//! per-route permission layer (`auth::authorize`) leaves in the request.
+//! and path ids (400), pagination ([`Page`], and [`paged`] answering a page
+//! of any list), and the authenticated [`Caller`] that the per-route
+//! permission layer (`auth::authorize`) leaves in the request.
 
-use super::error::ApiError;
+use super::error::{ApiError, list};
 use atelier_domain::rules::permissions::Role;
-use atelier_domain::store::Tenant;
 use atelier_domain::store::tenancy::User;
+use atelier_domain::store::{self, Tenant};
 use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::response::Response;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -100,7 +102,9 @@ pub const MAX_LIMIT: i64 = 200;
 pub const DEFAULT_LIMIT: i64 = 50;
 
 impl Page {
-    pub fn resolve(limit: Option<i64>, offset: Option<i64>) -> Result<(i64, i64), ApiError> {
+    /// The page a list query asks for (defaults filled in), or a 400 naming
+    /// the parameter out of range.
+    pub fn resolve(limit: Option<i64>, offset: Option<i64>) -> Result<store::Page, ApiError> {
         let limit = limit.unwrap_or(DEFAULT_LIMIT);
         if !(1..=MAX_LIMIT).contains(&limit) {
             return Err(ApiError::invalid("limit", format!("must be 1 to {MAX_LIMIT}")));
@@ -109,8 +113,14 @@ impl Page {
         if offset < 0 {
             return Err(ApiError::invalid("offset", "must not be negative"));
         }
-        Ok((limit, offset))
+        Ok(store::Page::new(limit, offset))
     }
+}
+
+/// A page of a list as the API answers it (`data`, `count`, `total`), from
+/// the store's page and count of all matches.
+pub fn paged<T: serde::Serialize>((rows, total): (Vec<T>, i64)) -> Response {
+    list(rows, Some(total))
 }
 
 /// The authenticated caller: its user (active, re-read at each request), role

@@ -2,8 +2,8 @@
 //! (assign to a worker, plan the quantity, set the cost) and the cost report
 //! (per order, per step type, totals; filters order, step type, date range).
 
-use super::error::{ApiError, ApiResult, created, list, ok};
-use super::extract::{ApiJson, ApiQuery, Caller, Id, Page};
+use super::error::{ApiError, ApiResult, created, ok};
+use super::extract::{ApiJson, ApiQuery, Caller, Id, Page, paged};
 use super::origin;
 use crate::app::Shared;
 use atelier_domain::rules::production::StepStatus;
@@ -28,7 +28,7 @@ pub async fn list_orders(
     caller: Caller,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult {
-    let (limit, offset) = Page::resolve(q.limit, q.offset)?;
+    let page = Page::resolve(q.limit, q.offset)?;
     let status = match q.status.as_deref() {
         Some(s) => Some(
             StepStatus::parse(s)
@@ -38,8 +38,7 @@ pub async fn list_orders(
     };
     let filter = OrderFilter { status, sale_id: q.sale_id };
     let mut conn = shared.db.conn().await?;
-    let (rows, total) = production::list(&mut conn, caller.tenant, &filter, limit, offset).await?;
-    Ok(list(rows, Some(total)))
+    Ok(paged(production::list(&mut conn, caller.tenant, &filter, page.limit, page.offset).await?))
 }
 
 pub async fn get_order(State(shared): State<Arc<Shared>>, caller: Caller, Id(id): Id) -> ApiResult {

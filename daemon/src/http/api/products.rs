@@ -1,8 +1,8 @@
 //! `/products`: list, get, create, update. `requires_production` (default
 //! false) is what makes a sale a studio sale.
 
-use super::error::{ApiResult, created, list, ok};
-use super::extract::{ApiJson, ApiQuery, Caller, Id, Page};
+use super::error::{ApiResult, created, ok};
+use super::extract::{ApiJson, ApiQuery, Caller, Id, Page, paged};
 use crate::app::Shared;
 use atelier_domain::store::products::{self, NewProduct, ProductChanges};
 use axum::extract::State;
@@ -21,10 +21,9 @@ pub async fn list_products(
     caller: Caller,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult {
-    let (limit, offset) = Page::resolve(q.limit, q.offset)?;
+    let page = Page::resolve(q.limit, q.offset)?;
     let mut conn = shared.db.conn().await?;
-    let (rows, total) = products::list(&mut conn, caller.tenant, limit, offset).await?;
-    Ok(list(rows, Some(total)))
+    Ok(paged(products::list(&mut conn, caller.tenant, page.limit, page.offset).await?))
 }
 
 pub async fn get_product(State(shared): State<Arc<Shared>>, caller: Caller, Id(id): Id) -> ApiResult {

@@ -2,8 +2,8 @@
 //! `offset`), create as draft or final, get (with lines and payments), update
 //! a draft, complete a draft, record a payment.
 
-use super::error::{ApiError, ApiResult, created, list, ok};
-use super::extract::{ApiJson, ApiQuery, Caller, Id, Page};
+use super::error::{ApiError, ApiResult, created, ok};
+use super::extract::{ApiJson, ApiQuery, Caller, Id, Page, paged};
 use super::origin;
 use crate::app::Shared;
 use atelier_domain::rules::sale::{Channel, SaleStatus};
@@ -31,7 +31,7 @@ pub async fn list_sales(
     caller: Caller,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult {
-    let (limit, offset) = Page::resolve(q.limit, q.offset)?;
+    let page = Page::resolve(q.limit, q.offset)?;
     let filter = SaleFilter {
         status: q.status.as_deref().map(parse_status).transpose()?,
         channel: q.channel.as_deref().map(parse_channel).transpose()?,
@@ -40,8 +40,7 @@ pub async fn list_sales(
         to: q.to,
     };
     let mut conn = shared.db.conn().await?;
-    let (rows, total) = sales::list(&mut conn, caller.tenant, &filter, limit, offset).await?;
-    Ok(list(rows, Some(total)))
+    Ok(paged(sales::list(&mut conn, caller.tenant, &filter, page.limit, page.offset).await?))
 }
 
 fn parse_status(s: &str) -> Result<SaleStatus, ApiError> {

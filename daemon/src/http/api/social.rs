@@ -1,6 +1,6 @@
 //! `/social`: the channel webhooks (GET verification with the channel's verify
 //! token; POST inbound messages, signature checked before the body is read as
-//! JSON), channel configuration (admins; secrets are stored, never returned),
+//! JSON; which secret and channel accept a message is `rules::webhook`'s), channel configuration (admins; secrets are stored, never returned),
 //! and the messages and leads staff read.
 //!
 //! The POST answers in milliseconds: it stores each message once (provider
@@ -8,10 +8,10 @@
 //! daemon's inbound handler does the rest.
 
 use super::error::{ApiError, ApiResult, list, ok};
-use super::extract::{ApiJson, ApiQuery, Caller, Page, bytes_rejection};
+use super::extract::{ApiJson, ApiQuery, Caller, Page, bytes_rejection, paged};
 use super::origin;
 use crate::app::Shared;
-use atelier_domain::rules::webhook::{self, CHANNEL_TYPES, Presented};
+use atelier_domain::rules::webhook::{self, CHANNEL_TYPES};
 use atelier_domain::store::social::{self, ChannelConfig};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -77,14 +77,7 @@ pub async fn receive(
     let business = business_id(&query_map(raw))?;
     let body = body.map_err(bytes_rejection)?;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let presented = Presented {
-        signature: header(if webhook::is_meta(kind) {
-            webhook::META_SIGNATURE_HEADER
-        } else {
-            webhook::TELEGRAM_SIGNATURE_HEADER
-        }),
-        telegram_token: if kind == "telegram" { header(webhook::TELEGRAM_TOKEN_HEADER) } else { None },
-    };
+    let presented = webhook::presented(kind, header);
     if presented.signature.is_none() && presented.telegram_token.is_none() {
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_signature", "the request is not signed"));
     }
@@ -95,8 +88,7 @@ pub async fn receive(
     let signed_by: Vec<_> = channels
         .into_iter()
         .filter(|c| {
-            webhook::authentic(kind, &c.webhook_secret, &body, &presented)
-                || c.webhook_secret_previous.as_deref().is_some_and(|p| webhook::authentic(kind, p, &body, &presented))
+            webhook::signed_by(kind, &c.webhook_secret, c.webhook_secret_previous.as_deref(), &body, &presented)
         })
         .collect();
     if signed_by.is_empty() {
@@ -105,12 +97,9 @@ pub async fn receive(
     let messages = webhook::parse(kind, &body).map_err(|e| ApiError::bad_request("malformed_json", e.0))?;
     let origin = origin();
     let (mut stored, mut duplicates, mut unrouted) = (0, 0, 0);
+    let accounts: Vec<&str> = signed_by.iter().map(|c| c.account_id.as_str()).collect();
     for m in &messages {
-        let channel = signed_by
-            .iter()
-            .find(|c| m.account_id.as_deref() == Some(c.account_id.as_str()))
-            .or_else(|| if signed_by.len() == 1 { signed_by.first() } else { None });
-        let Some(channel) = channel else {
+        let Some(channel) = webhook::route(m.account_id.as_deref(), &accounts).map(|i| &signed_by[i]) else {
             unrouted += 1;
             continue;
         };
@@ -177,7 +166,7 @@ pub async fn list_messages(
     caller: Caller,
     ApiQuery(q): ApiQuery<MessagesQuery>,
 ) -> ApiResult {
-    let (limit, offset) = Page::resolve(q.limit, q.offset)?;
+    let page = Page::resolve(q.limit, q.offset)?;
     if let Some(d) = &q.direction
         && d != "inbound"
         && d != "outbound"
@@ -185,8 +174,7 @@ pub async fn list_messages(
         return Err(ApiError::invalid("direction", "expected inbound or outbound"));
     }
     let mut conn = shared.db.conn().await?;
-    let (rows, total) = social::list_messages(&mut conn, caller.tenant, q.direction.as_deref(), limit, offset).await?;
-    Ok(list(rows, Some(total)))
+    Ok(paged(social::list_messages(&mut conn, caller.tenant, q.direction.as_deref(), page.limit, page.offset).await?))
 }
 
 #[derive(Deserialize)]
@@ -201,8 +189,7 @@ pub async fn list_leads(
     caller: Caller,
     ApiQuery(q): ApiQuery<LeadsQuery>,
 ) -> ApiResult {
-    let (limit, offset) = Page::resolve(q.limit, q.offset)?;
+    let page = Page::resolve(q.limit, q.offset)?;
     let mut conn = shared.db.conn().await?;
-    let (rows, total) = social::list_leads(&mut conn, caller.tenant, limit, offset).await?;
-    Ok(list(rows, Some(total)))
+    Ok(paged(social::list_leads(&mut conn, caller.tenant, page.limit, page.offset).await?))
 }

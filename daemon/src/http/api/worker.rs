@@ -1,13 +1,13 @@
 //! `/worker`: a production worker's own steps (completed ones only with
 //! `include_completed=true`), progress and status. A worker sees and changes
 //! only steps assigned to it (another worker's step: 403); managers and admins
-//! reach any step of their business here. Costs are never shown here.
+//! reach any step of their business here (the rule: `rules::production::Actor`).
+//! Costs are never shown here.
 
 use super::error::{ApiError, ApiResult, list, ok};
 use super::extract::{ApiJson, ApiQuery, Caller, Id};
 use super::origin;
 use crate::app::Shared;
-use atelier_domain::rules::permissions::Role;
 use atelier_domain::rules::production::StepStatus;
 use atelier_domain::store::production::{self, Actor, Step};
 use axum::extract::State;
@@ -50,7 +50,7 @@ impl From<Step> for WorkerStep {
 }
 
 fn actor(c: &Caller) -> Actor {
-    Actor { user_id: c.user_id(), own_steps_only: c.role == Role::ProductionWorker }
+    Actor::for_role(c.user_id(), c.role)
 }
 
 #[derive(Deserialize)]

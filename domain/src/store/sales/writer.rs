@@ -1,5 +1,5 @@
 //! Group commit for the API's sales: the sales of concurrent requests are
-//! created together, as many as are waiting ([`sales::create_all`]): one
+//! created together, as many as are waiting ([`super::create_all`]): one
 //! round trip of reads for them all, then one statement that writes them.
 //!
 //! Why: PostgreSQL's cost of a sale is mostly per statement and per commit
@@ -17,8 +17,8 @@
 //! goes away after queueing its sale does not take it back: the sale is
 //! created, as it would be had the request gone away during its statement.
 
-use super::sales::{self, SaleRequest, SaleWithLines};
-use super::{Db, StoreError};
+use super::super::{Db, StoreError};
+use super::{SaleRequest, SaleWithLines};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -103,7 +103,7 @@ async fn run(db: Db, queue: Arc<Mutex<mpsc::Receiver<(SaleRequest, Reply)>>>, st
         let written = tokio::spawn(async move {
             let n = batch.len();
             match db.conn().await {
-                Ok(mut conn) => sales::create_all(&mut conn, batch).await,
+                Ok(mut conn) => super::create_all(&mut conn, batch).await,
                 Err(e) => {
                     let message = e.to_string();
                     (0..n).map(|_| Err(StoreError::Unavailable(message.clone()))).collect()
