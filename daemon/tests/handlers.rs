@@ -6,7 +6,6 @@
 
 mod common;
 
-use atelier_daemon::app::{Roles, Shared};
 use atelier_daemon::events::handler::{Handler, HandlerError, Outcome};
 use atelier_daemon::events::handlers::accounting::Accounting;
 use atelier_daemon::events::handlers::canary::Canary;
@@ -16,6 +15,7 @@ use atelier_daemon::events::handlers::production::Production;
 use atelier_daemon::events::handlers::providers::log::LogProvider;
 use atelier_daemon::events::handlers::providers::whatsapp_cloud::WhatsappCloud;
 use atelier_daemon::events::handlers::{self, providers::Provider};
+use atelier_daemon::state::{Roles, Shared};
 use atelier_domain::events::{Envelope, Event, EventType, Origin, SocialMessageReceived, SystemPing};
 use atelier_domain::rules::sale::{Channel, SaleStatus};
 use atelier_domain::store::production::{Actor, ForSale};
@@ -701,7 +701,7 @@ async fn the_canary_records_each_ping_once() {
 async fn the_registry_builds_every_handler_from_the_configuration() {
     let t = TestDb::new().await;
     let config = common::test_config(&t, &[]);
-    let keys = atelier_daemon::http::api::auth::Keys::new(atelier_daemon::http::api::auth::load_keys(&config).unwrap());
+    let keys = atelier_daemon::keys::Keys::new(atelier_daemon::keys::load_keys(&config).unwrap());
     let shared = Arc::new(Shared {
         config,
         db: t.db().clone(),

@@ -20,9 +20,9 @@
 //! smaller of the two, and a message behind a later-expiring one waits at
 //! most `jitter × delay` longer, still within the level's delay.
 
-use crate::app::Shared;
 use crate::events::handler::{Handler, HandlerError, Outcome};
 use crate::metrics::Series;
+use crate::state::Shared;
 use atelier_domain::bus::headers::{self as h, get_str, get_u32, set_str, set_u32};
 use atelier_domain::bus::{Topology, publish_confirmed};
 use atelier_domain::events::{Envelope, Event};

@@ -8,15 +8,12 @@
 //! cleaned; one that still cannot be stored stays in `{ns}.dlq`, retried
 //! every [`REFUSED_PAUSE`] with an error in the log, never dropped.
 
-use crate::app::Shared;
 use crate::events::consumer::{Running, ack, consume, nack};
+use crate::state::Shared;
 use atelier_domain::bus::Topology;
 use atelier_domain::bus::headers::{self as h, get_str, get_u32};
-use atelier_domain::store::schema::dead_letters as dl;
 use atelier_domain::store::{StoreError, dlq};
 use chrono::{DateTime, Utc};
-use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
 use futures_util::StreamExt;
 use lapin::Channel;
 use lapin::message::Delivery;
@@ -130,14 +127,4 @@ async fn ingest(shared: &Shared, delivery: &Delivery) -> Result<(), StoreError> 
         }
         Err(e) => Err(e),
     }
-}
-
-/// Dead letters by status, for `/metrics`.
-pub async fn counts_by_status(shared: &Shared) -> Result<Vec<(String, i64)>, StoreError> {
-    let mut conn = shared.db.conn().await?;
-    Ok(dl::table
-        .group_by(dl::status)
-        .select((dl::status, diesel::dsl::count_star()))
-        .load::<(String, i64)>(&mut conn)
-        .await?)
 }

@@ -13,7 +13,8 @@ pub mod handler;
 pub mod handlers;
 pub mod relay;
 
-use crate::app::{AppError, Shared};
+use crate::error::AppError;
+use crate::state::Shared;
 use atelier_domain::bus::{self, AmqpUrl, Topology};
 use handler::Handler;
 use std::sync::Arc;

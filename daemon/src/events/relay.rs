@@ -13,7 +13,7 @@
 //! that notifies holds a database-wide lock through its commit's WAL flush,
 //! which serialized every sale's commit (migration `outbox_wake_in_process`).
 
-use crate::app::Shared;
+use crate::state::Shared;
 use atelier_domain::bus::publish::{await_confirm, event_properties, start_publish};
 use atelier_domain::bus::{BusError, Topology};
 use atelier_domain::store::StoreError;

@@ -13,7 +13,7 @@ pub mod production;
 pub mod providers;
 
 use super::handler::{Handler, HandlerError, Outcome};
-use crate::app::Shared;
+use crate::state::Shared;
 use atelier_domain::events::{Envelope, Event};
 use atelier_domain::store::{Db, Tenant, processing};
 use std::sync::Arc;
