@@ -8,7 +8,7 @@
 //! cleaned; one that still cannot be stored stays in `{ns}.dlq`, retried
 //! every [`REFUSED_PAUSE`] with an error in the log, never dropped.
 
-use crate::events::consumer::{Running, ack, consume, nack};
+use crate::events::amqp::{Running, ack, consume, nack};
 use crate::state::Shared;
 use atelier_domain::bus::Topology;
 use atelier_domain::bus::headers::{self as h, get_str, get_u32};

@@ -1,12 +1,15 @@
 //! Event processing (the `events` role): a supervisor that connects to
 //! RabbitMQ, declares the topology, and runs the outbox relay ([`relay`]), one
 //! consumer per handler ([`consumer`]) and the dead-letter ingest
-//! ([`dead_letters`]) on that connection. When the connection or any of them
-//! fails (the broker restarted, closed the connection, or a consumer stream
-//! ended silently: lapin issue 389) it stops the rest, lets in-flight work
-//! finish, and reconnects with exponential backoff. On shutdown it stops
-//! taking work and waits for in-flight deliveries.
+//! ([`dead_letters`]) on that connection; the consumers and the ingest share
+//! the AMQP plumbing of `amqp` (consume, ack, nack, the running count). When
+//! the connection or any of them fails (the broker restarted, closed the
+//! connection, or a consumer stream ended silently: lapin issue 389) it stops
+//! the rest, lets in-flight work finish, and reconnects with exponential
+//! backoff. On shutdown it stops taking work and waits for in-flight
+//! deliveries.
 
+mod amqp;
 pub mod consumer;
 pub mod dead_letters;
 pub mod handler;
