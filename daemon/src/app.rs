@@ -105,7 +105,7 @@ impl App {
                         first_error.get_or_insert(e);
                     }
                     Err(e) => {
-                        first_error.get_or_insert(AppError::Task(e.to_string()));
+                        first_error.get_or_insert(AppError::PartPanicked(e));
                     }
                 }
             }
@@ -128,9 +128,9 @@ impl App {
         let failed = tokio::select! {
             _ = shutdown_signal() => None,
             Some(res) = self.tasks.join_next() => Some(match res {
-                Ok(Ok(())) => AppError::Task("a part of atelierd stopped unexpectedly".into()),
+                Ok(Ok(())) => AppError::PartStopped,
                 Ok(Err(e)) => e,
-                Err(e) => AppError::Task(e.to_string()),
+                Err(e) => AppError::PartPanicked(e),
             }),
         };
         tracing::info!("stopping");

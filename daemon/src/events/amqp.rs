@@ -4,6 +4,7 @@
 //! [`nack`]), and [`Running`], which counts a consumer in `/ready` while it
 //! lives.
 
+use super::EventsError;
 use lapin::Channel;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
@@ -19,13 +20,13 @@ pub(crate) async fn consume(
     queue: &str,
     label: &str,
     prefetch: u16,
-) -> Result<(lapin::Consumer, String), String> {
-    channel.basic_qos(prefetch, BasicQosOptions::default()).await.map_err(|e| e.to_string())?;
+) -> Result<(lapin::Consumer, String), EventsError> {
+    channel.basic_qos(prefetch, BasicQosOptions::default()).await.map_err(EventsError::Prefetch)?;
     let tag = format!("atelierd-{label}-{}", uuid::Uuid::now_v7().simple());
     let consumer = channel
         .basic_consume(queue.into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
         .await
-        .map_err(|e| format!("consuming {queue}: {e}"))?;
+        .map_err(|source| EventsError::Consume { queue: queue.to_owned(), source })?;
     Ok((consumer, tag))
 }
 

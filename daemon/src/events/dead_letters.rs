@@ -8,6 +8,7 @@
 //! cleaned; one that still cannot be stored stays in `{ns}.dlq`, retried
 //! every [`REFUSED_PAUSE`] with an error in the log, never dropped.
 
+use crate::events::EventsError;
 use crate::events::amqp::{Running, ack, consume, nack};
 use crate::state::Shared;
 use atelier_domain::bus::Topology;
@@ -30,7 +31,7 @@ pub async fn run(
     topology: Arc<Topology>,
     channel: Channel,
     stop: CancellationToken,
-) -> Result<(), String> {
+) -> Result<(), EventsError> {
     let settings = &shared.config.settings;
     let timeout = settings.amqp.publish_timeout;
     let queue = topology.dlq();
@@ -64,8 +65,8 @@ pub async fn run(
                         }
                     }
                 },
-                Some(Err(e)) => break Err(format!("consumer of {queue}: {e}")),
-                None => break Err(format!("the consumer of {queue} stopped (channel or connection closed)")),
+                Some(Err(source)) => break Err(EventsError::Consumer { queue: queue.clone(), source }),
+                None => break Err(EventsError::ConsumerEnded { queue: queue.clone() }),
             },
         }
     };

@@ -15,6 +15,7 @@
 //! that notifies holds a database-wide lock through its commit's WAL flush,
 //! which serialized every sale's commit (migration `outbox_wake_in_process`).
 
+use crate::events::EventsError;
 use crate::state::Shared;
 use atelier_domain::bus::publish::{await_confirm, event_properties, start_publish};
 use atelier_domain::bus::{BusError, Topology};
@@ -41,7 +42,7 @@ pub async fn run(
     topology: Arc<Topology>,
     channel: Channel,
     stop: CancellationToken,
-) -> Result<(), String> {
+) -> Result<(), EventsError> {
     let poll = shared.config.settings.amqp.outbox_poll;
     let batch = shared.config.settings.amqp.outbox_batch;
     let exchange = topology.events_exchange();
@@ -60,7 +61,7 @@ pub async fn run(
                     break;
                 }
                 Err(RelayError::Bus(e)) => {
-                    failed = Some(format!("outbox relay: {e}"));
+                    failed = Some(EventsError::Relay(e));
                     break;
                 }
             }

@@ -49,7 +49,7 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) -> Re
     axum::serve(listener, router(shared))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
-        .map_err(|e| AppError::Task(format!("HTTP server: {e}")))
+        .map_err(AppError::Http)
 }
 
 /// Liveness: the process answers.

@@ -26,6 +26,7 @@
 mod acks;
 mod settle;
 
+use crate::events::EventsError;
 use crate::events::amqp::{Running, consume};
 use crate::events::handler::{Handler, HandlerError, Outcome};
 use crate::state::Shared;
@@ -59,7 +60,7 @@ pub async fn run(
     handler: Arc<dyn Handler>,
     channel: Channel,
     stop: CancellationToken,
-) -> Result<(), String> {
+) -> Result<(), EventsError> {
     let settings = &shared.config.settings;
     let queue = topology.handler_queue(handler.name());
     let (mut consumer, tag) = consume(&channel, &queue, handler.name(), settings.amqp.prefetch).await?;
@@ -100,8 +101,8 @@ pub async fn run(
                     acks.received(delivery.delivery_tag);
                     inflight.push(handle_one(work.clone(), Box::new(delivery)));
                 }
-                Some(Err(e)) => break Err(format!("consumer of {queue}: {e}")),
-                None => break Err(format!("the consumer of {queue} stopped (channel or connection closed)")),
+                Some(Err(source)) => break Err(EventsError::Consumer { queue: queue.clone(), source }),
+                None => break Err(EventsError::ConsumerEnded { queue: queue.clone() }),
             },
         }
     };
