@@ -330,12 +330,8 @@ struct Bench {
 }
 
 impl Handler for Bench {
-    fn name(&self) -> &'static str {
-        HANDLER
-    }
-
-    fn event_types(&self) -> &'static [EventType] {
-        TYPES
+    fn binding(&self) -> atelier_domain::bus::handlers::HandlerBinding {
+        atelier_domain::bus::handlers::HandlerBinding { name: HANDLER, event_types: TYPES }
     }
 
     fn handle<'a>(&'a self, envelope: &'a Envelope<Event>) -> BoxFuture<'a, Result<Outcome, HandlerError>> {

@@ -1,67 +1,27 @@
-//! Wiring: what atelierd runs (its roles), in what order it starts, and how it
-//! stops. Start: connect the database (creating and migrating it first where
+//! Start and stop: in what order atelierd starts the roles it runs, and how
+//! it stops. It owns no state of its own ([`crate::state`]) and no error type
+//! ([`crate::error`]); it builds the [`Shared`] state and spawns the parts
+//! (`http::serve`, `events::run`). Start: connect the database (creating and migrating it first where
 //! the environment allows: dev), then the HTTP facade. Stop: on SIGTERM or
 //! Ctrl-C, stop taking work and finish what is in flight within
 //! `daemon.shutdown_timeout`.
 
+use crate::keys::{self, Keys};
+use crate::state::Shared;
 use crate::{events, http};
 use atelier_domain::config::Resolved;
-use atelier_domain::secrets::{self, SecretError};
+use atelier_domain::secrets;
 use atelier_domain::store::sales::writer::SalesWriter;
-use atelier_domain::store::{DatabaseUrl, Db, StoreError, migrations};
+use atelier_domain::store::{DatabaseUrl, Db, migrations};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-/// Which parts of atelierd this process runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Roles {
-    pub http: bool,
-    pub events: bool,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum AppError {
-    #[error("configuration: {0}")]
-    Config(String),
-    #[error(transparent)]
-    Secret(#[from] SecretError),
-    #[error("{0}")]
-    Store(#[from] StoreError),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
-    #[error("{0}")]
-    Task(String),
-}
-
-impl AppError {
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            AppError::Config(_) | AppError::Secret(_) => 3,
-            AppError::Store(e) if e.is_transient() => 4,
-            AppError::Bind { .. } => 4,
-            _ => 1,
-        }
-    }
-}
-
-/// What the parts of the daemon share.
-pub struct Shared {
-    pub config: Resolved,
-    pub db: Db,
-    pub roles: Roles,
-    pub shutdown: CancellationToken,
-    /// Event-processing metrics and broker state (`/metrics`, `/ready`).
-    pub metrics: Arc<crate::metrics::Metrics>,
-    /// The API's token signing keys (current + previous).
-    pub keys: http::api::auth::Keys,
-    /// Wakes this process's outbox relay: raised after an API request or a
-    /// handled event may have written outbox rows (see `events::relay`).
-    pub outbox_written: tokio::sync::Notify,
-    /// Writes the API's sales, concurrent ones together (group commit).
-    pub sales: SalesWriter,
-}
+// What `App::start` takes and returns, also named here for its callers
+// (`main`, the tests, the CLI's tests).
+pub use crate::error::AppError;
+pub use crate::state::Roles;
 
 /// A started daemon.
 pub struct App {
@@ -97,7 +57,7 @@ impl App {
                 tracing::info!(count = applied.len(), "database migrated");
             }
         }
-        let keys = http::api::auth::Keys::new(http::api::auth::load_keys(&config)?);
+        let keys = Keys::new(keys::load_keys(&config)?);
         let db = Db::new(url, settings.database.pool_size, settings.database.connect_timeout)?;
         db.ping().await?;
         let metrics = Arc::new(crate::metrics::Metrics::default());
@@ -145,7 +105,7 @@ impl App {
                         first_error.get_or_insert(e);
                     }
                     Err(e) => {
-                        first_error.get_or_insert(AppError::Task(e.to_string()));
+                        first_error.get_or_insert(AppError::PartPanicked(e));
                     }
                 }
             }
@@ -168,9 +128,9 @@ impl App {
         let failed = tokio::select! {
             _ = shutdown_signal() => None,
             Some(res) = self.tasks.join_next() => Some(match res {
-                Ok(Ok(())) => AppError::Task("a part of atelierd stopped unexpectedly".into()),
+                Ok(Ok(())) => AppError::PartStopped,
                 Ok(Err(e)) => e,
-                Err(e) => AppError::Task(e.to_string()),
+                Err(e) => AppError::PartPanicked(e),
             }),
         };
         tracing::info!("stopping");

@@ -634,7 +634,7 @@ async fn the_openapi_document_covers_every_route() {
 
 #[test]
 fn signing_keys_are_required_outside_dev_and_test() {
-    use atelier_daemon::http::api::auth::load_keys;
+    use atelier_daemon::keys::load_keys;
     let dir = common::environments();
     let test = atelier_domain::config::load_with(&dir, "test", &[]).unwrap();
     assert!(load_keys(&test).unwrap().ephemeral);

@@ -8,15 +8,13 @@
 //! cleaned; one that still cannot be stored stays in `{ns}.dlq`, retried
 //! every [`REFUSED_PAUSE`] with an error in the log, never dropped.
 
-use crate::app::Shared;
-use crate::events::consumer::{Running, ack, consume, nack};
+use crate::events::EventsError;
+use crate::events::amqp::{Running, ack, consume, nack};
+use crate::state::Shared;
 use atelier_domain::bus::Topology;
 use atelier_domain::bus::headers::{self as h, get_str, get_u32};
-use atelier_domain::store::schema::dead_letters as dl;
 use atelier_domain::store::{StoreError, dlq};
 use chrono::{DateTime, Utc};
-use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
 use futures_util::StreamExt;
 use lapin::Channel;
 use lapin::message::Delivery;
@@ -33,7 +31,7 @@ pub async fn run(
     topology: Arc<Topology>,
     channel: Channel,
     stop: CancellationToken,
-) -> Result<(), String> {
+) -> Result<(), EventsError> {
     let settings = &shared.config.settings;
     let timeout = settings.amqp.publish_timeout;
     let queue = topology.dlq();
@@ -67,8 +65,8 @@ pub async fn run(
                         }
                     }
                 },
-                Some(Err(e)) => break Err(format!("consumer of {queue}: {e}")),
-                None => break Err(format!("the consumer of {queue} stopped (channel or connection closed)")),
+                Some(Err(source)) => break Err(EventsError::Consumer { queue: queue.clone(), source }),
+                None => break Err(EventsError::ConsumerEnded { queue: queue.clone() }),
             },
         }
     };
@@ -130,14 +128,4 @@ async fn ingest(shared: &Shared, delivery: &Delivery) -> Result<(), StoreError> 
         }
         Err(e) => Err(e),
     }
-}
-
-/// Dead letters by status, for `/metrics`.
-pub async fn counts_by_status(shared: &Shared) -> Result<Vec<(String, i64)>, StoreError> {
-    let mut conn = shared.db.conn().await?;
-    Ok(dl::table
-        .group_by(dl::status)
-        .select((dl::status, diesel::dsl::count_star()))
-        .load::<(String, i64)>(&mut conn)
-        .await?)
 }

@@ -1,8 +1,10 @@
 //! The contract between the consumer machinery and the handlers: a handler
-//! names itself (its queue is `{ns}.q.{name}`), lists the event types it is
-//! bound to, and handles one decoded event, saying by its error how the
+//! gives its binding (its name, so its queue `{ns}.q.{name}`, and the event
+//! types it is bound to; a standard handler's comes from the registry
+//! `atelier_domain::bus::handlers`), and handles one decoded event, saying by its error how the
 //! failure must be treated (DESIGN.md, "Failure classes").
 
+use atelier_domain::bus::handlers::HandlerBinding;
 use atelier_domain::events::{Envelope, Event, EventType};
 use atelier_domain::store::StoreError;
 use futures_util::future::BoxFuture;
@@ -61,11 +63,20 @@ pub enum Outcome {
 
 /// One handler: its own queue, its bindings, its reaction.
 pub trait Handler: Send + Sync + 'static {
+    /// The handler's name and the event types its queue is bound to: a
+    /// standard handler returns its entry of the registry
+    /// (`atelier_domain::bus::handlers`); a test's handler, its own.
+    fn binding(&self) -> HandlerBinding;
+
     /// The handler's name: `production`, `accounting`, `notifications`, `inbound`, `canary`.
-    fn name(&self) -> &'static str;
+    fn name(&self) -> &'static str {
+        self.binding().name
+    }
 
     /// The event types its queue is bound to.
-    fn event_types(&self) -> &'static [EventType];
+    fn event_types(&self) -> &'static [EventType] {
+        self.binding().event_types
+    }
 
     /// Handles one event, its typed payload in `envelope.data`. Effects
     /// commit together with the record of `(self.name(), envelope.id)` in

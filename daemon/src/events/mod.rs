@@ -1,20 +1,26 @@
 //! Event processing (the `events` role): a supervisor that connects to
 //! RabbitMQ, declares the topology, and runs the outbox relay ([`relay`]), one
 //! consumer per handler ([`consumer`]) and the dead-letter ingest
-//! ([`dead_letters`]) on that connection. When the connection or any of them
-//! fails (the broker restarted, closed the connection, or a consumer stream
-//! ended silently: lapin issue 389) it stops the rest, lets in-flight work
-//! finish, and reconnects with exponential backoff. On shutdown it stops
-//! taking work and waits for in-flight deliveries.
+//! ([`dead_letters`]) on that connection; the consumers and the ingest share
+//! the AMQP plumbing of `amqp` (consume, ack, nack, the running count). When
+//! the connection or any of them fails (the broker restarted, closed the
+//! connection, or a consumer stream ended silently: lapin issue 389) it stops
+//! the rest, lets in-flight work finish, and reconnects with exponential
+//! backoff. On shutdown it stops taking work and waits for in-flight
+//! deliveries. Why a session ended is an [`EventsError`].
 
+mod amqp;
 pub mod consumer;
 pub mod dead_letters;
+pub mod error;
 pub mod handler;
 pub mod handlers;
 pub mod relay;
 
-use crate::app::{AppError, Shared};
+use crate::error::AppError;
+use crate::state::Shared;
 use atelier_domain::bus::{self, AmqpUrl, Topology};
+pub use error::EventsError;
 use handler::Handler;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -68,13 +74,13 @@ async fn session(
     topology: &Arc<Topology>,
     handlers: &[Arc<dyn Handler>],
     first: &mut bool,
-) -> Result<(), String> {
+) -> Result<(), EventsError> {
     let settings = &shared.config.settings;
     let timeout = settings.amqp.publish_timeout;
     let conn = bus::connect(url, &format!("atelierd events {}", topology.ns), settings.amqp.connect_timeout)
         .await
-        .map_err(|e| e.to_string())?;
-    topology.apply(&conn, timeout).await.map_err(|e| format!("declaring the topology: {e}"))?;
+        .map_err(EventsError::Connect)?;
+    topology.apply(&conn, timeout).await.map_err(EventsError::Topology)?;
     if !*first {
         shared.metrics.reconnects.fetch_add(1, Relaxed);
     }
@@ -83,29 +89,29 @@ async fn session(
     tracing::info!(namespace = %topology.ns, handlers = handlers.len(), "connected to RabbitMQ; processing events");
 
     let stop = shared.shutdown.child_token();
-    let mut parts: JoinSet<Result<(), String>> = JoinSet::new();
+    let mut parts: JoinSet<Result<(), EventsError>> = JoinSet::new();
     if settings.amqp.relay {
-        let ch = bus::confirm_channel(&conn, timeout).await.map_err(|e| e.to_string())?;
+        let ch = bus::confirm_channel(&conn, timeout).await.map_err(EventsError::Channel)?;
         parts.spawn(relay::run(shared.clone(), topology.clone(), ch, stop.clone()));
     }
     for h in handlers {
-        let ch = bus::confirm_channel(&conn, timeout).await.map_err(|e| e.to_string())?;
+        let ch = bus::confirm_channel(&conn, timeout).await.map_err(EventsError::Channel)?;
         parts.spawn(consumer::run(shared.clone(), topology.clone(), h.clone(), ch, stop.clone()));
     }
-    let ch = bus::confirm_channel(&conn, timeout).await.map_err(|e| e.to_string())?;
+    let ch = bus::confirm_channel(&conn, timeout).await.map_err(EventsError::Channel)?;
     parts.spawn(dead_letters::run(shared.clone(), topology.clone(), ch, stop.clone()));
 
     let outcome = loop {
         tokio::select! {
             _ = shared.shutdown.cancelled() => break Ok(()),
             Some(done) = parts.join_next() => break Err(match done {
-                Ok(Ok(())) => "a part stopped".to_owned(),
+                Ok(Ok(())) => EventsError::PartStopped,
                 Ok(Err(e)) => e,
-                Err(e) => format!("a part panicked: {e}"),
+                Err(e) => EventsError::PartPanicked(e),
             }),
             _ = tokio::time::sleep(Duration::from_millis(500)) => {
                 if !conn.status().connected() {
-                    break Err("the connection to RabbitMQ is no longer open".to_owned());
+                    break Err(EventsError::ConnectionLost);
                 }
             }
         }

@@ -1,12 +1,14 @@
 //! The HTTP facade: operational endpoints (`/health`, `/ready`, `/version`,
-//! `/metrics`)
-//! and the staff apps' API under `/api/v1` ([`api`]).
+//! `/metrics`) and the staff apps' API under `/api/v1` ([`api`]). It reads the
+//! event side's state only through [`Shared`] (metrics, broker flags) and the
+//! store, never through `events`.
 //! Served until the daemon's shutdown token fires, then drained gracefully.
 
 pub mod api;
 
-use crate::app::{AppError, Shared};
-use atelier_domain::store::migrations;
+use crate::error::AppError;
+use crate::state::Shared;
+use atelier_domain::store::{dlq, migrations};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -47,7 +49,7 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) -> Re
     axum::serve(listener, router(shared))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
-        .map_err(|e| AppError::Task(format!("HTTP server: {e}")))
+        .map_err(AppError::Http)
 }
 
 /// Liveness: the process answers.
@@ -98,7 +100,10 @@ async fn version(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
 
 /// Prometheus text: event counters and latency, outbox, broker, dead letters.
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    let dead = crate::events::dead_letters::counts_by_status(&shared).await.unwrap_or_default();
+    let dead = match shared.db.conn().await {
+        Ok(mut conn) => dlq::counts_by_status(&mut conn).await.unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
     let body = shared.metrics.render(&dead);
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

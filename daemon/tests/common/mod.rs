@@ -118,12 +118,8 @@ pub mod events {
     }
 
     impl Handler for Probe {
-        fn name(&self) -> &'static str {
-            PROBE
-        }
-
-        fn event_types(&self) -> &'static [EventType] {
-            TYPES
+        fn binding(&self) -> atelier_domain::bus::handlers::HandlerBinding {
+            atelier_domain::bus::handlers::HandlerBinding { name: PROBE, event_types: TYPES }
         }
 
         fn handle<'a>(&'a self, envelope: &'a Envelope<Event>) -> BoxFuture<'a, Result<Outcome, HandlerError>> {

@@ -1,9 +1,11 @@
-//! The bus: RabbitMQ as Atelier uses it. Names and declaration of the
-//! topology ([`topology`]), the connection (URL from `amqp.url`, password from
+//! The bus: RabbitMQ as Atelier uses it. The registry of standard handlers
+//! and their bindings ([`handlers`]), names and declaration of the topology
+//! ([`topology`]), the connection (URL from `amqp.url`, password from
 //! the secret `amqp.password_secret` names), publishing with publisher
 //! confirms and a timeout on every publish and confirm ([`publish`]), and the
 //! header names our messages carry ([`headers`]).
 
+pub mod handlers;
 pub mod headers;
 pub mod publish;
 pub mod topology;

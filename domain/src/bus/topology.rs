@@ -14,7 +14,7 @@
 //! check runs on a fresh one. Bindings cannot be read over AMQP: `apply`
 //! (re)binds, `verify` does not check them.
 
-use super::BusError;
+use super::{BusError, handlers};
 use crate::config::{RetryPolicy, Settings};
 use crate::events::EventType;
 use lapin::options::{
@@ -24,26 +24,6 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ExchangeKind};
 use serde::Serialize;
 use std::time::Duration;
-
-/// The handlers of this build and the event types each is bound to. The
-/// daemon's handler set must match (it declares from its handlers; `atelier
-/// topology` from this table).
-pub const STANDARD_HANDLERS: &[(&str, &[EventType])] = &[
-    ("production", &[EventType::SaleCreated]),
-    ("accounting", &[EventType::StepCompleted]),
-    (
-        "notifications",
-        &[
-            EventType::SaleCreated,
-            EventType::ProductionCreated,
-            EventType::ProductionCompleted,
-            EventType::PaymentReceived,
-            EventType::OrderReady,
-        ],
-    ),
-    ("inbound", &[EventType::SocialMessageReceived]),
-    ("canary", &[EventType::SystemPing]),
-];
 
 /// One handler's part of the topology.
 #[derive(Debug, Clone)]
@@ -111,9 +91,10 @@ impl Topology {
         }
     }
 
-    /// The topology of this build's standard handlers.
+    /// The topology of this build's standard handlers (the registry, [`handlers::STANDARD`]).
     pub fn standard(settings: &Settings) -> Topology {
-        Topology::new(settings, STANDARD_HANDLERS)
+        let specs: Vec<(&str, &[EventType])> = handlers::STANDARD.iter().map(|b| (b.name, b.event_types)).collect();
+        Topology::new(settings, &specs)
     }
 
     pub fn events_exchange(&self) -> String {

@@ -1,7 +1,8 @@
 //! The operator's view of dead letters (`atelier dlq`): statistics, lists with
 //! filters, one letter with its replay history, archive/restore/purge, and the
-//! bookkeeping of a replay. The daemon's ingest writes the rows; this module
-//! reads and moves them through their statuses:
+//! bookkeeping of a replay, the counts by status `/metrics` shows, and the
+//! daemon's ingest ([`ingest`]) that writes the rows. This module reads them
+//! and moves them through their statuses:
 //!
 //! `dead` → (replay) `replaying` → `replayed`; `dead` ⇄ `archived`; purge
 //! deletes `archived` rows only.
@@ -162,6 +163,15 @@ pub async fn stats(conn: &mut Conn, now: DateTime<Utc>) -> Result<Stats, StoreEr
         s.oldest_dead = Some(s.oldest_dead.map_or(at, |o| o.min(at)));
     }
     Ok(s)
+}
+
+/// How many letters each status holds (`/metrics`), one cheap grouped count.
+pub async fn counts_by_status(conn: &mut Conn) -> Result<Vec<(String, i64)>, StoreError> {
+    Ok(dead_letters::table
+        .group_by(dead_letters::status)
+        .select((dead_letters::status, diesel::dsl::count_star()))
+        .load::<(String, i64)>(conn)
+        .await?)
 }
 
 fn age_bucket(age: chrono::TimeDelta) -> &'static str {

@@ -4,14 +4,16 @@
 
 use super::{tenant, unexpected};
 use crate::events::handler::{Handler, HandlerError, Outcome};
-use atelier_domain::events::{Envelope, Event, EventType};
+use atelier_domain::bus::handlers::{self as registry, HandlerBinding};
+use atelier_domain::events::{Envelope, Event};
 use atelier_domain::rules::costing;
 use atelier_domain::rules::production::expense_due;
 use atelier_domain::store::{Db, StoreError, accounting, processing, production};
 use diesel_async::AsyncConnection;
 use futures_util::future::BoxFuture;
 
-pub const NAME: &str = "accounting";
+/// Its name in the registry (queue, processed records, dead letters).
+pub const NAME: &str = registry::ACCOUNTING.name;
 
 pub struct Accounting {
     db: Db,
@@ -55,12 +57,8 @@ impl Accounting {
 }
 
 impl Handler for Accounting {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn event_types(&self) -> &'static [EventType] {
-        &[EventType::StepCompleted]
+    fn binding(&self) -> HandlerBinding {
+        registry::ACCOUNTING
     }
 
     fn handle<'a>(&'a self, envelope: &'a Envelope<Event>) -> BoxFuture<'a, Result<Outcome, HandlerError>> {

@@ -5,12 +5,14 @@
 
 use super::unexpected;
 use crate::events::handler::{Handler, HandlerError, Outcome};
-use atelier_domain::events::{Envelope, Event, EventType};
+use atelier_domain::bus::handlers::{self as registry, HandlerBinding};
+use atelier_domain::events::{Envelope, Event};
 use atelier_domain::store::{Db, StoreError, canary, processing};
 use diesel_async::AsyncConnection;
 use futures_util::future::BoxFuture;
 
-pub const NAME: &str = "canary";
+/// Its name in the registry (queue, processed records, dead letters).
+pub const NAME: &str = registry::CANARY.name;
 
 pub struct Canary {
     db: Db,
@@ -40,12 +42,8 @@ impl Canary {
 }
 
 impl Handler for Canary {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn event_types(&self) -> &'static [EventType] {
-        &[EventType::SystemPing]
+    fn binding(&self) -> HandlerBinding {
+        registry::CANARY
     }
 
     fn handle<'a>(&'a self, envelope: &'a Envelope<Event>) -> BoxFuture<'a, Result<Outcome, HandlerError>> {

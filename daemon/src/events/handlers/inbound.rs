@@ -5,13 +5,15 @@
 
 use super::{tenant, unexpected};
 use crate::events::handler::{Handler, HandlerError, Outcome};
-use atelier_domain::events::{Envelope, Event, EventType};
+use atelier_domain::bus::handlers::{self as registry, HandlerBinding};
+use atelier_domain::events::{Envelope, Event};
 use atelier_domain::store::inbound::{self, InboundMessage};
 use atelier_domain::store::{Db, StoreError, processing};
 use diesel_async::AsyncConnection;
 use futures_util::future::BoxFuture;
 
-pub const NAME: &str = "inbound";
+/// Its name in the registry (queue, processed records, dead letters).
+pub const NAME: &str = registry::INBOUND.name;
 
 pub struct Inbound {
     db: Db,
@@ -58,12 +60,8 @@ impl Inbound {
 }
 
 impl Handler for Inbound {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn event_types(&self) -> &'static [EventType] {
-        &[EventType::SocialMessageReceived]
+    fn binding(&self) -> HandlerBinding {
+        registry::INBOUND
     }
 
     fn handle<'a>(&'a self, envelope: &'a Envelope<Event>) -> BoxFuture<'a, Result<Outcome, HandlerError>> {

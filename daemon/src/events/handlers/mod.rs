@@ -3,7 +3,9 @@
 //! the internal `canary`. Each records `(handler, event_id)` with
 //! `store::processing::claim` in the same transaction as its effects, so a
 //! redelivery, a replay or a second daemon never applies an event twice.
-//! [`all`] builds them from what the daemon shares.
+//! [`all`] builds them from what the daemon shares. Each takes its name and
+//! bindings from the registry `atelier_domain::bus::handlers` (whose module
+//! docs say how to add a handler).
 
 pub mod accounting;
 pub mod canary;
@@ -13,7 +15,7 @@ pub mod production;
 pub mod providers;
 
 use super::handler::{Handler, HandlerError, Outcome};
-use crate::app::Shared;
+use crate::state::Shared;
 use atelier_domain::events::{Envelope, Event};
 use atelier_domain::store::{Db, Tenant, processing};
 use std::sync::Arc;

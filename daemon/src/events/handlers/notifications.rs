@@ -27,9 +27,10 @@
 use super::providers::{Outbound, Provider, SendError};
 use super::{claim_only, tenant, unexpected};
 use crate::events::handler::{Handler, HandlerError, Outcome};
+use atelier_domain::bus::handlers::{self as registry, HandlerBinding};
 use atelier_domain::config::NotificationSettings;
-use atelier_domain::events::{Envelope, Event, EventType};
-use atelier_domain::rules::notifications::{self, MessageStatus, NOTIFIED};
+use atelier_domain::events::{Envelope, Event};
+use atelier_domain::rules::notifications::{self, MessageStatus};
 use atelier_domain::store::notifications::{self as store, Begun, NewNotification};
 use atelier_domain::store::{Db, StoreError, Tenant, processing};
 use diesel_async::AsyncConnection;
@@ -37,7 +38,8 @@ use futures_util::future::BoxFuture;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub const NAME: &str = "notifications";
+/// Its name in the registry (queue, processed records, dead letters).
+pub const NAME: &str = registry::NOTIFICATIONS.name;
 
 /// How long an attempt that has not reported counts as in flight: longer
 /// than any send can take (the provider timeout), with margin.
@@ -175,12 +177,8 @@ impl Notifications {
 }
 
 impl Handler for Notifications {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn event_types(&self) -> &'static [EventType] {
-        &NOTIFIED
+    fn binding(&self) -> HandlerBinding {
+        registry::NOTIFICATIONS
     }
 
     fn handle<'a>(&'a self, envelope: &'a Envelope<Event>) -> BoxFuture<'a, Result<Outcome, HandlerError>> {

@@ -5,13 +5,15 @@
 
 use super::{tenant, unexpected};
 use crate::events::handler::{Handler, HandlerError, Outcome};
-use atelier_domain::events::{Envelope, Event, EventType, Origin};
+use atelier_domain::bus::handlers::{self as registry, HandlerBinding};
+use atelier_domain::events::{Envelope, Event, Origin};
 use atelier_domain::store::production::{self, ForSale};
 use atelier_domain::store::{Db, StoreError, processing};
 use diesel_async::AsyncConnection;
 use futures_util::future::BoxFuture;
 
-pub const NAME: &str = "production";
+/// Its name in the registry (queue, processed records, dead letters).
+pub const NAME: &str = registry::PRODUCTION.name;
 
 pub struct Production {
     db: Db,
@@ -48,12 +50,8 @@ impl Production {
 }
 
 impl Handler for Production {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn event_types(&self) -> &'static [EventType] {
-        &[EventType::SaleCreated]
+    fn binding(&self) -> HandlerBinding {
+        registry::PRODUCTION
     }
 
     fn handle<'a>(&'a self, envelope: &'a Envelope<Event>) -> BoxFuture<'a, Result<Outcome, HandlerError>> {

@@ -3,7 +3,7 @@
 
 use super::error::{ApiError, ApiResult, created, list, ok};
 use super::extract::{ApiJson, ApiQuery, Caller, Page, paged};
-use crate::app::Shared;
+use crate::state::Shared;
 use atelier_domain::store::accounting::{self, Direction, NewTransaction, TransactionFilter};
 use atelier_domain::store::reports;
 use axum::extract::State;

@@ -1,16 +1,14 @@
-//! Authentication and authorization: the token key set (current + previous,
-//! swapped at run time), `POST /auth/login`, `GET /me`, and [`authorize`], the
-//! per-route layer that turns a Bearer token into a [`Caller`] and checks the
+//! Authentication and authorization: `POST /auth/login`, `GET /me`, and
+//! [`authorize`], the per-route layer that turns a Bearer token into a [`Caller`] and checks the
 //! one permission the route declared (401 without a valid token or for a
-//! disabled user, 403 without the permission).
+//! disabled user, 403 without the permission). Tokens are signed and verified
+//! with the key set of [`crate::keys`].
 
 use super::error::{ApiError, ApiResult, ok};
 use super::extract::{ApiJson, Caller};
-use crate::app::{AppError, Shared};
-use atelier_domain::auth::{self, Claims, KeySet};
-use atelier_domain::config::Resolved;
+use crate::state::Shared;
+use atelier_domain::auth::{self, Claims};
 use atelier_domain::rules::permissions::{Permission, Role};
-use atelier_domain::secrets;
 use atelier_domain::store::{StoreError, Tenant, tenancy};
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
@@ -19,51 +17,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::json;
-use std::sync::{Arc, RwLock};
-
-/// The signing keys in use; replaced whole when the secret is rotated.
-pub struct Keys(RwLock<Arc<KeySet>>);
-
-impl Keys {
-    pub fn new(set: KeySet) -> Self {
-        Keys(RwLock::new(Arc::new(set)))
-    }
-    pub fn get(&self) -> Arc<KeySet> {
-        self.0.read().map(|g| g.clone()).unwrap_or_else(|p| p.into_inner().clone())
-    }
-    /// Installs a new key set (a rotation): tokens of any key it lists stay valid.
-    pub fn replace(&self, set: KeySet) {
-        match self.0.write() {
-            Ok(mut g) => *g = Arc::new(set),
-            Err(p) => *p.into_inner() = Arc::new(set),
-        }
-    }
-}
-
-/// Reads the key set from the secret `auth.jwt_secret`. Without it, dev and
-/// test generate a key for this process (tokens die with it); anywhere else
-/// atelierd refuses to start.
-pub fn load_keys(config: &Resolved) -> Result<KeySet, AppError> {
-    let name = &config.settings.auth.jwt_secret;
-    let store = secrets::open(config.settings.secrets.backend);
-    match store.get(name)? {
-        Some(value) => KeySet::parse(value.expose())
-            .map_err(|e| AppError::Config(format!("secret '{name}' (auth.jwt_secret): {e}"))),
-        None if config.settings.policy.allow_ephemeral_token_key => {
-            tracing::warn!(
-                secret = %name,
-                env = %config.env,
-                "no token signing key set: using a key generated for this process (tokens stop working at restart; dev and test only)"
-            );
-            Ok(KeySet::ephemeral())
-        }
-        None => Err(AppError::Config(format!(
-            "secret '{name}' (auth.jwt_secret) is not set: {}. Environment '{}' needs token signing keys (format kid:base64key[,kid:base64key], first is current)",
-            store.hint(name),
-            config.env
-        ))),
-    }
-}
+use std::sync::Arc;
 
 /// The per-route guard: authenticates the Bearer token, re-reads the user
 /// (a disabled user's tokens stop working at once), checks `need`.

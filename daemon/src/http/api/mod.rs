@@ -22,7 +22,7 @@ pub mod sales;
 pub mod social;
 pub mod worker;
 
-use crate::app::Shared;
+use crate::state::Shared;
 use atelier_domain::events::Origin;
 use atelier_domain::rules::permissions::Permission;
 use atelier_domain::rules::webhook;

@@ -5,7 +5,7 @@
 use super::error::{ApiError, ApiResult, created, ok};
 use super::extract::{ApiJson, ApiQuery, Caller, Id, Page, paged};
 use super::origin;
-use crate::app::Shared;
+use crate::state::Shared;
 use atelier_domain::rules::production::StepStatus;
 use atelier_domain::store::production::{self, NewOrder, OrderFilter};
 use atelier_domain::store::reports::{self, CostFilter};

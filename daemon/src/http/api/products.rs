@@ -3,7 +3,7 @@
 
 use super::error::{ApiResult, created, ok};
 use super::extract::{ApiJson, ApiQuery, Caller, Id, Page, paged};
-use crate::app::Shared;
+use crate::state::Shared;
 use atelier_domain::store::products::{self, NewProduct, ProductChanges};
 use axum::extract::State;
 use serde::Deserialize;

@@ -5,7 +5,7 @@
 use super::error::{ApiError, ApiResult, created, ok};
 use super::extract::{ApiJson, ApiQuery, Caller, Id, Page, paged};
 use super::origin;
-use crate::app::Shared;
+use crate::state::Shared;
 use atelier_domain::rules::sale::{Channel, SaleStatus};
 use atelier_domain::store::sales::{self, NewLine, NewSale, SaleFilter, SaleRequest};
 use axum::extract::State;

@@ -10,7 +10,7 @@
 use super::error::{ApiError, ApiResult, list, ok};
 use super::extract::{ApiJson, ApiQuery, Caller, Page, bytes_rejection, paged};
 use super::origin;
-use crate::app::Shared;
+use crate::state::Shared;
 use atelier_domain::rules::webhook::{self, CHANNEL_TYPES};
 use atelier_domain::store::social::{self, ChannelConfig};
 use axum::body::Bytes;

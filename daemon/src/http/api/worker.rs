@@ -7,7 +7,7 @@
 use super::error::{ApiError, ApiResult, list, ok};
 use super::extract::{ApiJson, ApiQuery, Caller, Id};
 use super::origin;
-use crate::app::Shared;
+use crate::state::Shared;
 use atelier_domain::rules::production::StepStatus;
 use atelier_domain::store::production::{self, Actor, Step};
 use axum::extract::State;
