@@ -1,4 +1,5 @@
-//! The command line: every command, flag and its help text.
+//! The command line: every command, flag (`-o`, `-v`/`-vv`, `-q` included)
+//! and its help text, and the parsers that refuse a value in plain words.
 
 use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
 
@@ -25,15 +26,15 @@ pub struct Global {
     #[arg(long, global = true, value_name = "ENV")]
     pub env: Option<String>,
     /// Output format: text for people, json for pipelines (one JSON document on stdout).
-    #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
+    #[arg(short, long, global = true, value_enum, default_value_t = Format::Text)]
     pub output: Format,
     /// Answer yes to confirmations (needed to change production without a terminal).
     #[arg(long, global = true)]
     pub yes: bool,
-    /// More detail on stderr (repeat for more).
+    /// Show on stderr what the command does: -v its connections, queries and timings; -vv also the libraries' own.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// Only errors on stderr; no progress bars.
+    /// Only errors on stderr: no progress bars, no log lines.
     #[arg(short, long, global = true)]
     pub quiet: bool,
 }
@@ -90,8 +91,13 @@ pub struct GateArgs {
     #[arg(long)]
     pub url: Option<String>,
     /// Look again every 2 s until healthy or this long has passed (e.g. 5m). Default: one look.
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
     pub wait: Option<humantime::Duration>,
+}
+
+/// A duration such as `90s`, `5m` or `1h 30m`, refused in words an operator can act on.
+fn duration(s: &str) -> Result<humantime::Duration, String> {
+    s.parse().map_err(|_| format!("'{s}' is not a duration: give a number and a unit, such as 90s, 5m or 1h"))
 }
 
 #[derive(Debug, Subcommand)]

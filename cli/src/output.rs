@@ -1,11 +1,42 @@
 //! Output: text for people on a terminal, one JSON document for pipelines.
 //! Progress bars appear only on a terminal, never in JSON or quiet mode.
+//! Every byte the CLI writes to stdout goes through [`stdout`], and every
+//! message to stderr through [`stderr`]: a reader that goes away (`| head -1`)
+//! stops the output quietly, never a panic; the command still ends with its
+//! own exit code.
 
 use crate::cli::Format;
 use crate::exit::Failure;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set once stdout's reader has gone away: nothing more is written to it.
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Writes `bytes` to stdout and flushes. A closed pipe (or any other write
+/// error: nobody is left to read) stops all further stdout output quietly.
+pub fn stdout(bytes: &[u8]) {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    if out.write_all(bytes).and_then(|()| out.flush()).is_err() {
+        STDOUT_CLOSED.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Writes `line` and a newline to stderr; a closed stderr is ignored.
+pub fn stderr(line: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(line.as_bytes()).and_then(|()| err.write_all(b"\n")).and_then(|()| err.flush());
+}
+
+/// Writes `line` and a newline to stdout (see [`stdout`]).
+fn println(line: &str) {
+    stdout(format!("{line}\n").as_bytes());
+}
 
 /// One check of a preflight or a gate: what it looked at, whether it
 /// passed, and why, in words an operator can act on.
@@ -35,13 +66,13 @@ impl Output {
     pub fn emit<T: Serialize>(&self, value: &T, text: impl FnOnce() -> String) {
         if self.is_json() {
             match serde_json::to_string_pretty(value) {
-                Ok(s) => println!("{s}"),
-                Err(e) => eprintln!("error: cannot encode output: {e}"),
+                Ok(s) => println(&s),
+                Err(e) => stderr(&format!("error: cannot encode output: {e}")),
             }
         } else {
             let t = text();
             if !t.is_empty() {
-                println!("{}", t.trim_end());
+                println(t.trim_end());
             }
         }
     }
@@ -66,9 +97,9 @@ impl Output {
                 "success": false,
                 "error": {"code": format!("{:?}", failure.code).to_lowercase(), "exit_code": failure.code as u8, "message": failure.message}
             });
-            println!("{doc}");
+            println(&doc.to_string());
         } else {
-            eprintln!("error: {}", failure.message);
+            stderr(&format!("error: {}", failure.message));
         }
     }
 

@@ -66,3 +66,23 @@ async fn check_passes_when_all_holds_and_names_each_problem_with_the_most_tellin
     assert!(!ok && detail.contains("ATELIER_SECRET_CHECK_AMQP_PASSWORD"), "{detail}");
     delete_namespace(&ns);
 }
+
+#[test]
+fn a_database_url_without_its_password_says_which_key_which_secret_and_how_to_set_it() {
+    let vars = [
+        ("ATELIER__DATABASE__URL", "postgres://atelier@127.0.0.1:1/atelier_nowhere"),
+        ("ATELIER__DATABASE__PASSWORD_SECRET", "check_db_password"),
+        ("ATELIER__AMQP__URL", "amqp://guest@127.0.0.1:1/%2f"),
+    ];
+    let (code, doc) = check(&vars);
+    assert_eq!(code, Some(3), "{doc}");
+    let (ok, detail) = named(&doc, "database");
+    assert!(!ok, "{detail}");
+    for words in [
+        "database.url is set (postgres://atelier@127.0.0.1:1/atelier_nowhere) but its password is missing",
+        "database.password_secret names the secret 'check_db_password'",
+        "set the variable ATELIER_SECRET_CHECK_DB_PASSWORD",
+    ] {
+        assert!(detail.contains(words), "{detail}");
+    }
+}

@@ -80,7 +80,7 @@ impl App {
                 .await
                 .map_err(|source| AppError::Bind { addr: bind.clone(), source })?;
             http_addr = listener.local_addr().ok();
-            tracing::info!(addr = ?http_addr, "serving HTTP");
+            tracing::info!(addr = %http_addr.map_or_else(|| bind.clone(), |a| a.to_string()), "serving HTTP");
             tasks.spawn(http::serve(listener, shared.clone()));
         }
         if roles.events {
@@ -144,7 +144,7 @@ impl App {
 
 /// Starts the daemon and runs it until SIGTERM or Ctrl-C.
 pub async fn run(config: Resolved, roles: Roles) -> Result<(), AppError> {
-    tracing::info!(env = %config.env, version = env!("CARGO_PKG_VERSION"), ?roles, "starting atelierd");
+    tracing::info!(env = %config.env, version = env!("CARGO_PKG_VERSION"), http = roles.http, events = roles.events, "starting atelierd");
     App::start(config, roles).await?.run_until_signal().await
 }
 

@@ -4,7 +4,8 @@
 //! no secret values, only the names of secrets. Environment policy (which
 //! environments confirm changes, lint before migrating, may run on a
 //! per-process token key) is configuration too: [`PolicySettings`], so a new
-//! environment is a new file, never a code change.
+//! environment is a new file, never a code change. A value that does not fit
+//! is refused with the key, the value given, what is allowed and where to fix it.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -411,7 +412,9 @@ fn flatten_keys(value: &toml::Value, prefix: &str, out: &mut dyn FnMut(String)) 
     }
 }
 
-/// Makes serde's message name the key, the layer that set it, and how to fix it.
+/// Turns the `config` crate's (serde's) message into one for people: the
+/// key, the value given, what is allowed, and where to change it. No Rust
+/// type names (`enum LogFormat`, `u16`) reach the operator.
 fn explain(e: config::ConfigError, env: &str, sources: &BTreeMap<String, Layer>) -> String {
     let text = e.to_string();
     if let Some(key) = text.strip_prefix("missing configuration field \"").and_then(|r| r.split('"').next()) {
@@ -420,10 +423,98 @@ fn explain(e: config::ConfigError, env: &str, sources: &BTreeMap<String, Layer>)
             key.replace('.', "__").to_uppercase()
         );
     }
-    let key = text.split("for key `").nth(1).and_then(|r| r.split('`').next());
-    match key.and_then(|k| sources.get(k).map(|l| (k, l))) {
-        Some((k, layer)) => format!("{text} (key '{k}' set in {layer})"),
-        None => text,
+    let (problem, key) = match text.rsplit_once(" for key `") {
+        Some((problem, rest)) => (problem, rest.strip_suffix('`')),
+        None => (text.as_str(), None),
+    };
+    let fix = |key: &str| match sources.get(key) {
+        Some(layer @ Layer::EnvVar(_)) => format!("change or unset {layer}"),
+        Some(layer) => format!("change it in {layer}"),
+        None => format!("set it in environments/{env}.toml or with {OVERRIDE_PREFIX}{}", var_suffix(key)),
+    };
+    if let Some(rest) = problem.strip_prefix("unknown field `") {
+        let (field, allowed) = rest.split_once("`, expected one of ").unwrap_or((rest.trim_end_matches('`'), ""));
+        let field = field.trim_end_matches('`');
+        let full = key.map_or_else(|| field.to_owned(), |k| format!("{k}.{field}"));
+        let layer = sources
+            .iter()
+            .find(|(k, _)| **k == full || k.starts_with(&format!("{full}.")))
+            .map(|(_, l)| format!(" (set in {l})"))
+            .unwrap_or_default();
+        return format!(
+            "unknown key '{full}'{layer}: the keys{} are {}; remove it or fix its spelling",
+            key.map(|k| format!(" of [{k}]")).unwrap_or_default(),
+            allowed.replace('`', "")
+        );
+    }
+    let Some(key) = key else { return problem.to_owned() };
+    let layer = sources.get(key).map(|l| format!(" (set in {l})")).unwrap_or_default();
+    if let Some(rest) = problem.strip_prefix("enum ") {
+        let given = rest.split_once(" does not have variant constructor ").map_or(rest, |(_, v)| v);
+        let allowed = match allowed_values(key) {
+            Some(values) => format!("one of {}", values.join(", ")),
+            None => "another value".to_owned(),
+        };
+        return format!("{key} is '{given}'{layer}, expected {allowed}: {}", fix(key));
+    }
+    let body = problem.strip_prefix("invalid type: ").or_else(|| problem.strip_prefix("invalid value: "));
+    match body.and_then(|b| b.split_once(", expected ")) {
+        Some((given, expected)) => {
+            format!("{key} is {}{layer}, expected {}: {}", shown_value(given), in_words(expected), fix(key))
+        }
+        None => format!("{key}: {problem}{layer}: {}", fix(key)),
+    }
+}
+
+/// `amqp.prefetch` → `AMQP__PREFETCH`.
+fn var_suffix(key: &str) -> String {
+    key.replace('.', "__").to_uppercase()
+}
+
+/// The values an enum key allows, as its files spell them.
+fn allowed_values(key: &str) -> Option<&'static [&'static str]> {
+    match key {
+        "log.format" => Some(&["pretty", "json"]),
+        "secrets.backend" => Some(&["env"]),
+        "notifications.provider" => Some(&["log", "whatsapp_cloud"]),
+        _ => None,
+    }
+}
+
+/// serde's description of a value (`string "abc"`, `64-bit integer \`-1\``,
+/// `map`) as the operator wrote it.
+fn shown_value(given: &str) -> String {
+    if let Some(s) = given.strip_prefix("string ") {
+        return s.to_owned();
+    }
+    match given.split_once('`') {
+        Some((_, v)) => v.trim_end_matches('`').to_owned(),
+        None if given == "map" => "a table of keys".to_owned(),
+        None => given.to_owned(),
+    }
+}
+
+/// What serde expected, in an operator's words.
+fn in_words(expected: &str) -> String {
+    let bits = |e: &str| e.split(' ').find_map(|w| w.parse::<u32>().ok());
+    if expected.contains("unsigned") {
+        return match bits(expected) {
+            Some(n) if n < 64 && !expected.contains("or less") => {
+                format!("a whole number from 0 to {}", (1u64 << n) - 1)
+            }
+            _ => "a whole number, 0 or more".to_owned(),
+        };
+    }
+    match expected {
+        e if e.contains("integer") => "a whole number".to_owned(),
+        "a duration" => "a duration with a unit, such as 500ms, 2s, 5m or 1h".to_owned(),
+        "a boolean" => "true or false".to_owned(),
+        e if e.contains("floating point") => "a number, such as 0.2".to_owned(),
+        "a string" => "text".to_owned(),
+        e if e.starts_with("struct ") || e.contains("map") => {
+            "a table of keys (set the keys under it, not the table itself)".to_owned()
+        }
+        e => e.to_owned(),
     }
 }
 
@@ -600,6 +691,41 @@ mod tests {
         assert!(e.contains("amqp.prefetch") && e.contains("ATELIER__AMQP__PREFETCH"), "{e}");
         let e = load_with(&dir(), "dev", &vars(&[("ATELIER__RETRY__BASE_DELAY", "soon")])).unwrap_err().to_string();
         assert!(e.contains("retry.base_delay"), "{e}");
+    }
+
+    #[test]
+    fn a_value_that_does_not_fit_says_what_is_allowed_in_words() {
+        let cases = [
+            (
+                "ATELIER__LOG__FORMAT",
+                "xml",
+                "log.format is 'xml' (set in $ATELIER__LOG__FORMAT), expected one of pretty, json",
+            ),
+            (
+                "ATELIER__AMQP__PREFETCH",
+                "abc",
+                "amqp.prefetch is \"abc\" (set in $ATELIER__AMQP__PREFETCH), expected a whole number",
+            ),
+            ("ATELIER__AMQP__PREFETCH", "99999999", "expected a whole number from 0 to 65535"),
+            ("ATELIER__AMQP__PREFETCH", "-1", "amqp.prefetch is -1"),
+            ("ATELIER__AMQP__PUBLISH_TIMEOUT", "5", "expected a duration with a unit, such as 500ms"),
+            (
+                "ATELIER__AMQP__RELAY",
+                "maybe",
+                "amqp.relay is \"maybe\" (set in $ATELIER__AMQP__RELAY), expected true or false",
+            ),
+            ("ATELIER__RETRY__JITTER", "abc", "expected a number, such as 0.2"),
+            ("ATELIER__LOG", "x", "expected a table of keys"),
+            ("ATELIER__AMQP__FOO", "1", "unknown key 'amqp.foo' (set in $ATELIER__AMQP__FOO)"),
+        ];
+        for (var, value, expected) in cases {
+            let e = load_with(&dir(), "dev", &vars(&[(var, value)])).unwrap_err().to_string();
+            assert!(e.contains(expected), "{var}={value}: {e}");
+            for internal in ["enum ", "variant", "invalid type", "64-bit", "16 bit", "struct ", "`"] {
+                assert!(!e.contains(internal), "{var}={value}: {e}");
+            }
+            assert!(e.contains("change or unset $") || e.contains("remove it"), "{var}={value}: {e}");
+        }
     }
 
     #[test]

@@ -6,13 +6,16 @@
 //! (reachable) and its migrations (none pending), the broker (reachable)
 //! and the topology (no drift). Exit 0 when every check passes; else the
 //! most telling code: 3 configuration or a secret, 4 a dependency
-//! unreachable, 5 a check found a problem.
+//! unreachable, 5 a check found a problem. A URL whose password secret is not
+//! set says so: the key that names the secret, the secret, how to set it.
 
 use crate::context::Context;
 use crate::exit::{Code, Failure};
 use crate::output::Check;
 use atelier_domain::auth::KeySet;
-use atelier_domain::bus::{self, AmqpUrl, Topology};
+use atelier_domain::bus::{self, AmqpUrl, BusError, Topology};
+use atelier_domain::config::redact;
+use atelier_domain::secrets::SecretError;
 use atelier_domain::store::{DatabaseUrl, migrations};
 use serde_json::json;
 
@@ -93,7 +96,11 @@ async fn database(ctx: &Context) -> (Outcome, Outcome) {
     let skipped = |why: &str| failed("migrations", Code::Unavailable, format!("not checked: {why}"));
     let url = match DatabaseUrl::resolve(&ctx.config.settings.database, ctx.secrets().as_ref()) {
         Ok(url) => url,
-        Err(e) => return (failed("database", Code::Config, e.to_string()), skipped("no database URL")),
+        Err(e) => {
+            let detail =
+                missing_password(&e, "database", &ctx.config.settings.database.url).unwrap_or_else(|| e.to_string());
+            return (failed("database", Code::Config, detail), skipped("no database URL"));
+        }
     };
     match migrations::status(&url).await {
         Ok(all) => {
@@ -119,12 +126,29 @@ async fn database(ctx: &Context) -> (Outcome, Outcome) {
     }
 }
 
+/// For a URL whose password secret is not set: which key names the secret,
+/// which secret it is, and how to set it.
+fn missing_password(e: &SecretError, section: &str, url: &str) -> Option<String> {
+    let SecretError::Missing { name, hint } = e else { return None };
+    Some(format!(
+        "{section}.url is set ({}) but its password is missing: {section}.password_secret names the secret '{name}', \
+         which is not set; {hint}",
+        url
+    ))
+}
+
 /// The broker answers, and the namespace's topology has no drift.
 async fn broker(ctx: &Context) -> (Outcome, Outcome) {
     let settings = &ctx.config.settings;
     let skipped = |why: &str| failed("topology", Code::Unavailable, format!("not checked: {why}"));
     let url = match AmqpUrl::resolve(&settings.amqp, ctx.secrets().as_ref()) {
         Ok(url) => url,
+        Err(BusError::Secret(e)) => {
+            let detail =
+                missing_password(&e, "amqp", redact("amqp.url", json!(settings.amqp.url)).as_str().unwrap_or("?"))
+                    .unwrap_or_else(|| e.to_string());
+            return (failed("broker", Code::Config, detail), skipped("no broker URL"));
+        }
         Err(e) => return (failed("broker", Code::Config, e.to_string()), skipped("no broker URL")),
     };
     let conn = match bus::connect(&url, "atelier check", settings.amqp.connect_timeout).await {

@@ -1,4 +1,5 @@
-//! One module per command; `run` dispatches.
+//! One module per command; `run` dispatches (and with `-v` logs how long
+//! the command took and its exit code).
 
 mod check;
 mod dlq;
@@ -15,11 +16,37 @@ use crate::exit::{Code, Failure};
 use crate::output::Output;
 use clap::CommandFactory;
 
+/// Runs the command; with `-v`, says on stderr how long it took and how it ended.
 pub async fn run(args: Args) -> Result<Code, Failure> {
+    let started = std::time::Instant::now();
+    let what = name(&args.command);
+    let outcome = dispatch(args).await;
+    let exit = outcome.as_ref().map_or_else(|f| f.code, |c| *c) as u8;
+    tracing::debug!(elapsed_ms = started.elapsed().as_millis(), exit, "atelier {what} done");
+    outcome
+}
+
+fn name(command: &Command) -> &'static str {
+    match command {
+        Command::Env(_) => "env",
+        Command::Migrate(_) => "migrate",
+        Command::Topology(_) => "topology",
+        Command::Dlq(_) => "dlq",
+        Command::Users(_) => "users",
+        Command::Check => "check",
+        Command::Gate(_) => "gate",
+        Command::Webhooks(_) => "webhooks",
+        Command::Completions { .. } => "completions",
+    }
+}
+
+async fn dispatch(args: Args) -> Result<Code, Failure> {
     let out = Output::new(args.global.output, args.global.quiet);
     match args.command {
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut crate::cli::Args::command(), "atelier", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut crate::cli::Args::command(), "atelier", &mut script);
+            crate::output::stdout(&script);
             Ok(Code::Ok)
         }
         Command::Env(cmd) => env::run(cmd, &args.global, out),

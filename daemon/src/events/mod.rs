@@ -6,8 +6,9 @@
 //! the connection or any of them fails (the broker restarted, closed the
 //! connection, or a consumer stream ended silently: lapin issue 389) it stops
 //! the rest, lets in-flight work finish, and reconnects with exponential
-//! backoff. On shutdown it stops taking work and waits for in-flight
-//! deliveries. Why a session ended is an [`EventsError`].
+//! backoff. On shutdown it stops taking work, waits for in-flight
+//! deliveries, then closes each channel and last the connection (a clean stop
+//! logs no ERROR). Why a session ended is an [`EventsError`].
 
 mod amqp;
 pub mod consumer;
@@ -90,15 +91,22 @@ async fn session(
 
     let stop = shared.shutdown.child_token();
     let mut parts: JoinSet<Result<(), EventsError>> = JoinSet::new();
+    // A handle on each channel, closed before the connection: a channel whose
+    // last handle drops closes itself later, and when the connection is closing
+    // by then lapin logs that at ERROR on every clean stop.
+    let mut channels = Vec::new();
     if settings.amqp.relay {
         let ch = bus::confirm_channel(&conn, timeout).await.map_err(EventsError::Channel)?;
+        channels.push(ch.clone());
         parts.spawn(relay::run(shared.clone(), topology.clone(), ch, stop.clone()));
     }
     for h in handlers {
         let ch = bus::confirm_channel(&conn, timeout).await.map_err(EventsError::Channel)?;
+        channels.push(ch.clone());
         parts.spawn(consumer::run(shared.clone(), topology.clone(), h.clone(), ch, stop.clone()));
     }
     let ch = bus::confirm_channel(&conn, timeout).await.map_err(EventsError::Channel)?;
+    channels.push(ch.clone());
     parts.spawn(dead_letters::run(shared.clone(), topology.clone(), ch, stop.clone()));
 
     let outcome = loop {
@@ -120,6 +128,9 @@ async fn session(
     // with daemon.shutdown_timeout).
     stop.cancel();
     while parts.join_next().await.is_some() {}
+    for ch in channels.iter().filter(|ch| ch.status().connected()) {
+        let _ = tokio::time::timeout(timeout, ch.close(200, "OK".into())).await;
+    }
     let _ = tokio::time::timeout(timeout, conn.close(200, "OK".into())).await;
     outcome
 }

@@ -3,7 +3,8 @@
 //! ([`topology`]), the connection (URL from `amqp.url`, password from
 //! the secret `amqp.password_secret` names), publishing with publisher
 //! confirms and a timeout on every publish and confirm ([`publish`]), and the
-//! header names our messages carry ([`headers`]).
+//! header names our messages carry ([`headers`]). Connecting logs its timing
+//! at debug (`atelier -v`).
 
 pub mod handlers;
 pub mod headers;
@@ -97,8 +98,13 @@ impl std::fmt::Display for AmqpUrl {
 pub async fn connect(url: &AmqpUrl, name: &str, timeout: Duration) -> Result<Connection, BusError> {
     let props = ConnectionProperties::default().with_connection_name(name.into());
     let fail = |reason: String| BusError::Connect { url: url.redacted(), reason };
+    let started = std::time::Instant::now();
+    tracing::debug!(connection = name, "connecting to {}", url.redacted());
     match tokio::time::timeout(timeout, Connection::connect(url.expose(), props)).await {
-        Ok(Ok(c)) => Ok(c),
+        Ok(Ok(c)) => {
+            tracing::debug!(elapsed_ms = started.elapsed().as_millis(), "connected to {}", url.redacted());
+            Ok(c)
+        }
         Ok(Err(e)) => Err(fail(scrub(&e.to_string(), url))),
         Err(_) => Err(fail(format!("no answer within {timeout:?}"))),
     }

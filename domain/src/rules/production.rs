@@ -72,7 +72,7 @@ pub enum StepError {
     BelowCompleted { step_qty: i32, completed_qty: i32 },
     #[error("a step moves {from} → {to} only forward, one stage at a time")]
     InvalidTransition { from: &'static str, to: &'static str },
-    #[error("a step is completed only when completed_qty equals step_qty ({completed_qty} of {step_qty:?})")]
+    #[error("a step is completed only when completed_qty equals step_qty ({completed_qty} of {})", step_qty.map_or("none".into(), |q| q.to_string()))]
     IncompleteQuantity { completed_qty: i32, step_qty: Option<i32> },
     #[error("the step is completed and can no longer change")]
     AlreadyCompleted,

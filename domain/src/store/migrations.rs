@@ -2,6 +2,7 @@
 //! through diesel-async's connection wrapper (no diesel CLI, no libpq).
 //! Migrators serialize on a PostgreSQL advisory lock held on their one
 //! connection, and run with `lock_timeout` and `statement_timeout` set.
+//! Connecting and each batch of queries log their timing at debug (`atelier -v`).
 
 use super::{DatabaseUrl, StoreError};
 use diesel::Connection;
@@ -177,8 +178,11 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, StoreError> {
     let url = url.clone();
     tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        tracing::debug!("connecting to {url}");
         let mut conn = Wrapper::establish(&url.expose())
             .map_err(|e| StoreError::Unavailable(format!("cannot connect to {url}: {e}")))?;
+        tracing::debug!(elapsed_ms = started.elapsed().as_millis(), "connected to {url}");
         if let Some(limits) = limits {
             // Session-level: held until this connection closes, whatever happens.
             // Taken before the timeouts are set, so a second migrator waits its turn.
@@ -188,7 +192,10 @@ async fn blocking<T: Send + 'static>(
             diesel::sql_query(format!("SET statement_timeout = {}", limits.statement_timeout.as_millis().max(1)))
                 .execute(&mut conn)?;
         }
-        f(&mut conn)
+        let started = std::time::Instant::now();
+        let done = f(&mut conn);
+        tracing::debug!(elapsed_ms = started.elapsed().as_millis(), ok = done.is_ok(), "migration queries on {url}");
+        done
     })
     .await
     .map_err(|e| StoreError::Unavailable(format!("migration task failed: {e}")))?
