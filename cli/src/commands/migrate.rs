@@ -3,14 +3,14 @@
 //! serialize on an advisory lock. Where the environment's
 //! `policy.lint_before_migrate` says so (staging and production), `run` lints the pending migrations first and
 //! refuses (exit 5) a destructive or locking statement that its file does not
-//! allow with a reason (`store::migration_lint`). Also owns the lint report
+//! allow with a reason (`rules::migration_lint`). Also owns the lint report
 //! (`report_lint`) that `lint`, `plan` and `run` share.
 
 use crate::cli::MigrateCommand;
 use crate::context::Context;
 use crate::exit::{Code, Failure};
+use atelier_domain::rules::migration_lint::{self, Finding};
 use atelier_domain::store::DatabaseUrl;
-use atelier_domain::store::migration_lint::{self, Finding};
 use atelier_domain::store::migrations::{self, Limits, MigrationInfo};
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -81,7 +81,10 @@ async fn plan(ctx: &Context) -> Result<Code, Failure> {
             let findings: Vec<Value> = findings_of(name)
                 .unwrap_or_default()
                 .iter()
-                .map(|f| json!({"line": f.line, "rule": f.rule, "allowed": f.allowed.is_some(), "reason": f.allowed}))
+                .map(|f| {
+                    json!({"line": f.line, "rule": f.rule, "severity": f.rule().severity,
+                        "allowed": f.allowed.is_some(), "reason": f.allowed, "refuses": f.refuses()})
+                })
                 .collect();
             json!({"migration": name, "sql": migrations::up_sql(name), "findings": findings})
         })
@@ -98,7 +101,11 @@ async fn plan(ctx: &Context) -> Result<Code, Failure> {
         for name in &pending {
             text += &format!("-- {name}\n");
             for f in findings_of(name).unwrap_or_default() {
-                let verdict = if f.allowed.is_some() { "allowed" } else { "refused" };
+                let verdict = match (&f.allowed, f.refuses()) {
+                    (Some(_), _) => "allowed",
+                    (None, true) => "refused",
+                    (None, false) => "warning",
+                };
                 text += &format!("--   {verdict} line {}: {} ({})\n", f.line, f.rule, f.rule().why);
             }
             text += migrations::up_sql(name).unwrap_or_default().trim_end();
@@ -194,12 +201,17 @@ fn report_done(ctx: &Context, url: &DatabaseUrl, verb: &str, preposition: &str, 
     });
 }
 
-/// How many findings no `atelier:allow` line in their file allows.
+/// How many findings refuse their migration: errors no `atelier:allow` line allows.
 fn refused(linted: &Linted) -> usize {
-    linted.iter().flat_map(|(_, f)| f).filter(|f| f.allowed.is_none()).count()
+    linted.iter().flat_map(|(_, f)| f).filter(|f| f.refuses()).count()
 }
 
-/// Prints the findings of the `which` migrations; exit 5 when one is not allowed.
+/// The file a finding is in: the path given, or an embedded migration's `up.sql`.
+fn file_of(name: &str) -> String {
+    if name.ends_with(".sql") { name.to_owned() } else { format!("migrations/{name}/up.sql") }
+}
+
+/// Prints the findings of the `which` migrations; exit 5 when one refuses.
 fn report_lint(ctx: &Context, linted: &Linted, which: &str) -> Code {
     let refused = refused(linted);
     let rows: Vec<Value> = linted
@@ -207,8 +219,9 @@ fn report_lint(ctx: &Context, linted: &Linted, which: &str) -> Code {
         .flat_map(|(name, findings)| findings.iter().map(move |f| (name, f)))
         .map(|(name, f)| {
             let rule = f.rule();
-            json!({"migration": name, "line": f.line, "rule": f.rule, "statement": f.statement, "why": rule.why,
-                "instead": rule.instead, "allowed": f.allowed.is_some(), "reason": f.allowed})
+            json!({"migration": name, "file": file_of(name), "line": f.line, "rule": f.rule,
+                "severity": rule.severity, "statement": f.statement, "why": rule.why, "instead": rule.instead,
+                "allowed": f.allowed.is_some(), "reason": f.allowed, "refuses": f.refuses()})
         })
         .collect();
     let doc = json!({"success": refused == 0, "data": {"env": ctx.env(), "findings": rows}, "count": rows.len()});
@@ -219,6 +232,12 @@ fn report_lint(ctx: &Context, linted: &Linted, which: &str) -> Code {
                 let rule = f.rule();
                 match &f.allowed {
                     Some(reason) => text += &format!("allowed {name}:{} {}: {reason}\n", f.line, f.rule),
+                    None if !f.refuses() => {
+                        text += &format!(
+                            "warning {name}:{} {}: {}\n  instead: {}\n",
+                            f.line, f.rule, rule.why, rule.instead
+                        )
+                    }
                     None => {
                         text += &format!("refused {name}:{} {}: {}\n  {}\n", f.line, f.rule, rule.why, f.statement);
                         text += &format!(

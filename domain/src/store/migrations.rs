@@ -28,11 +28,11 @@ pub fn up_sql(name: &str) -> Option<&'static str> {
 
 /// The lint findings of the embedded migrations named (every one when
 /// `names` is `None`), in order: (name, findings), those without any left out.
-pub fn lint(names: Option<&[String]>) -> Vec<(String, Vec<super::migration_lint::Finding>)> {
+pub fn lint(names: Option<&[String]>) -> Vec<(String, Vec<crate::rules::migration_lint::Finding>)> {
     UP_SQL
         .iter()
         .filter(|(name, _)| names.is_none_or(|n| n.iter().any(|m| m == name)))
-        .map(|(name, sql)| (name.to_string(), super::migration_lint::lint(sql)))
+        .map(|(name, sql)| (name.to_string(), crate::rules::migration_lint::lint(sql)))
         .filter(|(_, findings)| !findings.is_empty())
         .collect()
 }

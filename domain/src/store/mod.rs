@@ -9,7 +9,6 @@ pub mod accounting;
 pub mod canary;
 pub mod dlq;
 pub mod inbound;
-pub mod migration_lint;
 pub mod migrations;
 pub mod notifications;
 pub mod outbox;
