@@ -156,12 +156,15 @@ pub enum TopologyCommand {
     Verify,
 }
 
+/// The selection's arguments, which `--all` excludes.
+const SELECTORS: [&str; 7] = ["ids", "handler", "event_type", "fingerprint", "since", "until", "error"];
+
 /// Which dead letters a `dlq` command acts on: ids, and/or filters.
 #[derive(Debug, Clone, ClapArgs)]
 pub struct DlqSelect {
     /// Dead letter ids (as `dlq list` shows them).
     pub ids: Vec<i64>,
-    /// Only this handler's letters (production, accounting, notifications, inbound).
+    /// Only this handler's letters (production, accounting, notifications, inbound, canary).
     #[arg(long)]
     pub handler: Option<String>,
     /// Only this event type (e.g. sale.created).
@@ -189,8 +192,8 @@ pub enum DlqCommand {
     List {
         #[command(flatten)]
         select: DlqSelect,
-        /// Only letters in this status: dead, replaying, replayed, archived.
-        #[arg(long)]
+        /// Only letters in this status.
+        #[arg(long, value_parser = ["dead", "replaying", "replayed", "archived"])]
         status: Option<String>,
         /// Rows per page.
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=1000))]
@@ -200,7 +203,11 @@ pub enum DlqCommand {
         page: i64,
     },
     /// One dead letter: payload, headers, error and replay history.
-    Show { id: i64 },
+    Show {
+        /// Its id as `dlq list` shows it, or its dead-letter id (the UUID atelierd's log prints).
+        #[arg(value_name = "ID|UUID")]
+        id: String,
+    },
     /// Publish dead letters back to their handler's queue (only that queue), with publisher confirms.
     Replay {
         #[command(flatten)]
@@ -211,24 +218,36 @@ pub enum DlqCommand {
         /// At most N letters per second.
         #[arg(long, value_name = "N")]
         rate: Option<u32>,
-        /// Who replays (recorded on each letter). Default: $USER.
+        /// Who replays (recorded on each letter). Default: $USER, else $LOGNAME, else the user id.
         #[arg(long, env = "ATELIER_ACTOR")]
         actor: Option<String>,
+        /// Every letter: needed when no id or filter is given.
+        #[arg(long, conflicts_with_all = SELECTORS)]
+        all: bool,
     },
     /// Set dead letters aside (status archived); restore brings them back.
     Archive {
         #[command(flatten)]
         select: DlqSelect,
+        /// Every letter: needed when no id or filter is given.
+        #[arg(long, conflicts_with_all = SELECTORS)]
+        all: bool,
     },
     /// Bring archived letters back to dead.
     Restore {
         #[command(flatten)]
         select: DlqSelect,
+        /// Every letter: needed when no id or filter is given.
+        #[arg(long, conflicts_with_all = SELECTORS)]
+        all: bool,
     },
     /// Delete archived letters for good (never dead or replayed ones). Asks first unless --yes.
     Purge {
         #[command(flatten)]
         select: DlqSelect,
+        /// Every letter: needed when no id or filter is given.
+        #[arg(long, conflicts_with_all = SELECTORS)]
+        all: bool,
     },
 }
 

@@ -304,3 +304,74 @@ async fn more_transient_failures_than_the_delivery_limit_never_dead_letter() {
     app.stop().await.unwrap();
     teardown(&s).await;
 }
+
+/// A message without the `type` property is dead-lettered under the type its
+/// envelope names (what the consumer's log line shows), whether the consumer
+/// dead-letters it or it reaches `{ns}.dlq` as it is; one naming no type at
+/// all is stored without one (shown as unknown), never as a guess.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_letter_without_the_type_property_is_stored_with_its_envelope_type() {
+    let db = TestDb::new().await;
+    let ns = namespace();
+    let vars = overrides(&ns);
+    let s = settings(&db, &vars);
+    let probe = Probe::new(db.db(), Script::Apply);
+    let app = start(&db, &vars, vec![probe.clone()]).await;
+    eventually(LONG, "consumers running", || async { app.shared.metrics.consumers_running.load(Relaxed) == 2 }).await;
+    let conn = broker(&s).await;
+    let ch = confirm_channel(&conn, Duration::from_secs(5)).await.unwrap();
+    let topo = Topology::new(&s, &[(PROBE, TYPES)]);
+    let t = Duration::from_secs(5);
+    let untyped = |id: &uuid::Uuid| {
+        lapin::BasicProperties::default().with_message_id(id.to_string().into()).with_delivery_mode(2)
+    };
+    let ping = || {
+        Envelope::new(
+            &Event::SystemPing(SystemPing { ping_id: uuid::Uuid::now_v7() }),
+            None,
+            &Origin::new("test"),
+            chrono::Utc::now(),
+        )
+    };
+    // Through the consumer: an unknown version is dead-lettered at once.
+    let mut consumed = ping();
+    consumed.version = 9;
+    publish_confirmed(&ch, &topo.events_exchange(), "system.ping", &consumed.encode(), untyped(&consumed.id), t)
+        .await
+        .unwrap();
+    // Straight into {ns}.dlq, as another producer's copy would arrive: no type, no message id.
+    let direct = ping();
+    let (direct_key, blank_key) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    for (key, body) in [(direct_key, direct.encode()), (blank_key, br#"{"data": {}}"#.to_vec())] {
+        let mut hs = lapin::types::FieldTable::default();
+        headers::set_str(&mut hs, headers::DEAD_LETTER_ID, &key.to_string());
+        headers::set_str(&mut hs, headers::HANDLER, PROBE);
+        headers::set_str(&mut hs, headers::ERROR_KIND, "rule");
+        let props = lapin::BasicProperties::default().with_delivery_mode(2).with_headers(hs);
+        publish_confirmed(&ch, "", &topo.dlq(), &body, props, t).await.unwrap();
+    }
+    eventually(LONG, "three dead letters", || async {
+        scalar(db.db(), "SELECT count(*) AS n FROM dead_letters").await == 3
+    })
+    .await;
+    let by_consumer = format!(
+        "SELECT count(*) AS n FROM dead_letters WHERE event_id = '{}' AND event_type = 'system.ping' \
+         AND error_kind = 'unknown_version'",
+        consumed.id
+    );
+    assert_eq!(scalar(db.db(), &by_consumer).await, 1, "the consumer's copy names the envelope's type");
+    let by_ingest = format!(
+        "SELECT count(*) AS n FROM dead_letters WHERE dead_letter_key = '{direct_key}' \
+         AND event_type = 'system.ping' AND event_id = '{}'",
+        direct.id
+    );
+    assert_eq!(scalar(db.db(), &by_ingest).await, 1, "the ingest reads type and id from the envelope");
+    let blank = format!(
+        "SELECT count(*) AS n FROM dead_letters WHERE dead_letter_key = '{blank_key}' \
+         AND event_type IS NULL AND event_id IS NULL"
+    );
+    assert_eq!(scalar(db.db(), &blank).await, 1, "no type anywhere: stored as unknown, not guessed");
+    let _ = conn.close(200, "OK".into()).await;
+    app.stop().await.unwrap();
+    teardown(&s).await;
+}

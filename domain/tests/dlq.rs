@@ -1,7 +1,9 @@
 //! The dead-letter store as operators use it: ingest once, filters, stats,
-//! archive/restore/purge, and crash-safe replay bookkeeping.
+//! archive/restore/purge, crash-safe replay bookkeeping, the link between a
+//! replayed letter and the letter it failed again as, and the existence
+//! checks the CLI's selections rely on.
 
-use atelier_domain::store::dlq::{self, Filter, NewDeadLetter};
+use atelier_domain::store::dlq::{self, Filter, LetterRef, NewDeadLetter};
 use atelier_domain::testing::TestDb;
 use chrono::{TimeDelta, Utc};
 use uuid::Uuid;
@@ -20,6 +22,7 @@ fn letter(handler: &str, kind: &str, error: &str, hours_ago: i64) -> NewDeadLett
         last_failed_at: at,
         last_error: error.into(),
         error_kind: kind.into(),
+        replay_id: None,
     }
 }
 
@@ -96,7 +99,8 @@ async fn an_interrupted_replay_resumes_with_the_same_replay_id() {
     assert_eq!(first.replay_id, second.replay_id);
     dlq::finish_replay(&mut c, &second).await.unwrap();
 
-    let (letter, replays) = dlq::show(&mut c, id).await.unwrap();
+    let shown = dlq::show(&mut c, LetterRef::Id(id)).await.unwrap();
+    let (letter, replays) = (shown.letter, shown.replays);
     assert_eq!(letter.status, "replayed");
     assert_eq!(replays.len(), 1);
     assert!(replays[0].published_at.is_some());
@@ -105,4 +109,63 @@ async fn an_interrupted_replay_resumes_with_the_same_replay_id() {
         dlq::begin_replay(&mut c, id, "ops", "q").await.unwrap().is_none(),
         "a replayed letter is not replayed again"
     );
+}
+
+#[tokio::test]
+async fn a_replay_that_fails_again_is_linked_both_ways() {
+    let t = TestDb::new().await;
+    let mut c = t.db().conn().await.unwrap();
+    let original = letter("notifications", "provider_5xx", "503", 1);
+    dlq::ingest(&mut c, &original).await.unwrap();
+    let id = dlq::replay_candidates(&mut c, &Filter::default()).await.unwrap()[0].id;
+    let (_, replay) = dlq::begin_replay(&mut c, id, "ops", "atelier.q.notifications").await.unwrap().unwrap();
+    dlq::finish_replay(&mut c, &replay).await.unwrap();
+
+    // The replayed message failed again: its dead letter carries the replay id.
+    let again =
+        NewDeadLetter { replay_id: Some(replay.replay_id), ..letter("notifications", "provider_5xx", "502", 0) };
+    assert!(dlq::ingest(&mut c, &again).await.unwrap());
+    assert!(!dlq::ingest(&mut c, &again).await.unwrap(), "a redelivery is still stored once");
+    let new_id = dlq::replay_candidates(&mut c, &Filter::default()).await.unwrap()[0].id;
+    assert_ne!(new_id, id);
+
+    let first = dlq::show(&mut c, LetterRef::Id(id)).await.unwrap();
+    assert_eq!(first.replays[0].failed_again_as, Some(new_id), "the replay says what it failed again as");
+    assert_eq!(first.replay_of, None);
+    let second = dlq::show(&mut c, LetterRef::Key(again.dead_letter_key)).await.unwrap();
+    assert_eq!(second.letter.id, new_id, "a letter is found by its dead-letter id too");
+    assert_eq!(second.replay_of, Some(id));
+
+    // A letter naming a replay nobody recorded (purged meanwhile) is stored unlinked.
+    let stray = NewDeadLetter { replay_id: Some(Uuid::now_v7()), ..letter("notifications", "provider_5xx", "x", 0) };
+    assert!(dlq::ingest(&mut c, &stray).await.unwrap());
+    assert_eq!(dlq::show(&mut c, LetterRef::Key(stray.dead_letter_key)).await.unwrap().replay_of, None);
+
+    // A replayed letter is not set aside (archive moves waiting ones only).
+    assert_eq!(dlq::archive(&mut c, &Filter { ids: vec![id], ..Default::default() }).await.unwrap(), 0, "replayed");
+    assert!(dlq::show(&mut c, LetterRef::Id(9_999_999)).await.is_err());
+}
+
+#[tokio::test]
+async fn the_store_tells_which_names_and_ids_exist() {
+    let t = TestDb::new().await;
+    let mut c = t.db().conn().await.unwrap();
+    dlq::ingest(&mut c, &letter("production", "rule", "e", 0)).await.unwrap();
+    let id = dlq::replay_candidates(&mut c, &Filter::default()).await.unwrap()[0].id;
+    assert_eq!(dlq::absent_ids(&mut c, &[id, 999_999, id + 1]).await.unwrap(), vec![999_999, id + 1]);
+    assert!(dlq::absent_ids(&mut c, &[]).await.unwrap().is_empty());
+    let f = Filter {
+        handler: Some("production".into()),
+        event_type: Some("order.ready".into()),
+        fingerprint: Some("production:rule".into()),
+        ..Default::default()
+    };
+    let s = dlq::stored(&mut c, &f).await.unwrap();
+    assert!(s.handler && !s.event_type && s.fingerprint, "{s:?}");
+    dlq::archive(&mut c, &Filter::default()).await.unwrap();
+    let by = dlq::count_by_status(&mut c, &Filter { handler: Some("production".into()), ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(by.get("archived"), Some(&1));
+    assert_eq!(by.get("dead"), None);
 }

@@ -7,6 +7,13 @@
 //! the table refuses (a NUL in a header's text) is stored with its text
 //! cleaned; one that still cannot be stored stays in `{ns}.dlq`, retried
 //! every [`REFUSED_PAUSE`] with an error in the log, never dropped.
+//!
+//! The event's type and id come from the message's `type` and `message_id`
+//! properties, else from its envelope (the body's `type` and `id`), as the
+//! consumer's log line has them; a value neither tells is stored as unknown
+//! (no type; handler and error kind [`dlq::UNKNOWN`]). A message carrying
+//! `x-atelier-replay-id` failed again after a replay and is linked to the
+//! letter that replay published.
 
 use crate::events::EventsError;
 use crate::events::amqp::{Running, ack, consume, nack};
@@ -88,20 +95,24 @@ async fn ingest(shared: &Shared, delivery: &Delivery) -> Result<(), StoreError> 
     let key = ours.unwrap_or_else(uuid::Uuid::now_v7);
     let (handler, kind, error) = match ours {
         Some(_) => (
-            get_str(headers, h::HANDLER).unwrap_or_else(|| "unknown".into()),
-            get_str(headers, h::ERROR_KIND).unwrap_or_else(|| "unknown".into()),
+            get_str(headers, h::HANDLER).unwrap_or_else(|| dlq::UNKNOWN.into()),
+            get_str(headers, h::ERROR_KIND).unwrap_or_else(|| dlq::UNKNOWN.into()),
             get_str(headers, h::ERROR).unwrap_or_default(),
         ),
         None => {
             // Dead-lettered by the broker: the first x-death entry's queue names the handler.
             let queue = get_str(headers, "x-first-death-queue").unwrap_or_default();
-            let handler = queue.rsplit_once(".q.").map(|(_, h)| h.to_owned()).unwrap_or_else(|| "unknown".into());
-            let reason = get_str(headers, "x-first-death-reason").unwrap_or_else(|| "unknown".into());
+            let handler = queue.rsplit_once(".q.").map(|(_, h)| h.to_owned()).unwrap_or_else(|| dlq::UNKNOWN.into());
+            let reason = get_str(headers, "x-first-death-reason").unwrap_or_else(|| dlq::UNKNOWN.into());
             (handler, "delivery_limit".to_owned(), format!("dead-lettered by the broker ({reason})"))
         }
     };
-    let event_id = delivery.properties.message_id().as_ref().and_then(|m| uuid::Uuid::parse_str(m.as_str()).ok());
-    let event_type = delivery.properties.kind().as_ref().map(|t| t.to_string());
+    let envelope = Envelope::of(&delivery.data);
+    let event_id =
+        delivery.properties.message_id().as_ref().and_then(|m| uuid::Uuid::parse_str(m.as_str()).ok()).or(envelope.id);
+    let event_type =
+        delivery.properties.kind().as_ref().map(|t| t.to_string()).filter(|t| !t.is_empty()).or(envelope.event_type);
+    let replay_id = get_str(headers, h::REPLAY_ID).and_then(|s| uuid::Uuid::parse_str(&s).ok());
     let attempts = get_u32(headers, h::ATTEMPT).unwrap_or(0).saturating_add(1);
     let now = Utc::now();
     let first = time(headers, h::FIRST_FAILED_AT).unwrap_or(now);
@@ -119,6 +130,7 @@ async fn ingest(shared: &Shared, delivery: &Delivery) -> Result<(), StoreError> 
         last_failed_at: last,
         last_error: error,
         error_kind: kind,
+        replay_id,
     };
     match dlq::ingest(&mut conn, &letter).await {
         Ok(_) => Ok(()),
@@ -127,5 +139,40 @@ async fn ingest(shared: &Shared, delivery: &Delivery) -> Result<(), StoreError> 
             dlq::ingest(&mut conn, &letter.cleaned()).await.map(|_| ())
         }
         Err(e) => Err(e),
+    }
+}
+
+/// What the body's envelope says of the event, as far as it can be read: a
+/// dead letter may be malformed, so nothing here must parse for the rest.
+#[derive(Debug, Default, PartialEq)]
+struct Envelope {
+    id: Option<uuid::Uuid>,
+    event_type: Option<String>,
+}
+
+impl Envelope {
+    fn of(body: &[u8]) -> Envelope {
+        let Ok(serde_json::Value::Object(o)) = serde_json::from_slice::<serde_json::Value>(body) else {
+            return Envelope::default();
+        };
+        Envelope {
+            id: o.get("id").and_then(|v| v.as_str()).and_then(|s| uuid::Uuid::parse_str(s).ok()),
+            event_type: o.get("type").and_then(|v| v.as_str()).filter(|t| !t.is_empty()).map(str::to_owned),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Envelope;
+
+    #[test]
+    fn the_envelope_tells_the_type_and_id_when_it_can() {
+        let id = uuid::Uuid::now_v7();
+        let e = Envelope::of(format!(r#"{{"id":"{id}","type":"sale.created","data":{{}}}}"#).as_bytes());
+        assert_eq!(e, Envelope { id: Some(id), event_type: Some("sale.created".into()) });
+        assert_eq!(Envelope::of(b"not json"), Envelope::default());
+        assert_eq!(Envelope::of(br#"{"type": 7, "id": "x"}"#), Envelope::default());
+        assert_eq!(Envelope::of(br#"["sale.created"]"#), Envelope::default());
     }
 }

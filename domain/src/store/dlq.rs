@@ -12,6 +12,11 @@
 //! [`finish_replay`] marks it `replayed` after the broker confirmed. A replay
 //! interrupted between the two is resumed by the next run with the same replay
 //! id, and the handler's `processed_events` record keeps its effects single.
+//!
+//! A replayed letter that fails again is linked to the letter it came from:
+//! the ingest finds the replay by the message's `x-atelier-replay-id` and
+//! records on it the letter it became (`failed_again_as`). A value nobody knows (no type in the message or its
+//! envelope, no handler header) is spelled [`UNKNOWN`] everywhere.
 
 use super::schema::{dead_letter_replays, dead_letters};
 use super::{Conn, StoreError};
@@ -23,6 +28,10 @@ use std::collections::BTreeMap;
 use uuid::Uuid;
 
 pub const STATUSES: [&str; 4] = ["dead", "replaying", "replayed", "archived"];
+
+/// The one spelling of a value the message did not tell (event type, handler,
+/// error kind). Bracketed so it never reads as a real name.
+pub const UNKNOWN: &str = "(unknown)";
 
 #[derive(Debug, Clone, Queryable, Selectable, Serialize)]
 #[diesel(table_name = dead_letters, check_for_backend(diesel::pg::Pg))]
@@ -64,6 +73,8 @@ pub struct Replay {
     pub target_queue: String,
     pub requested_at: DateTime<Utc>,
     pub published_at: Option<DateTime<Utc>>,
+    /// The letter this replay became when it failed again.
+    pub failed_again_as: Option<i64>,
 }
 
 /// Which dead letters a command acts on. Empty means all (of the statuses the
@@ -157,7 +168,7 @@ pub async fn stats(conn: &mut Conn, now: DateTime<Utc>) -> Result<Stats, StoreEr
             continue;
         }
         *s.by_handler.entry(handler).or_default() += 1;
-        *s.by_event_type.entry(event_type.unwrap_or_else(|| "(unknown)".into())).or_default() += 1;
+        *s.by_event_type.entry(event_type.unwrap_or_else(|| UNKNOWN.into())).or_default() += 1;
         *s.by_fingerprint.entry(fingerprint).or_default() += 1;
         *s.by_age.entry(age_bucket(now - at).into()).or_default() += 1;
         s.oldest_dead = Some(s.oldest_dead.map_or(at, |o| o.min(at)));
@@ -203,22 +214,106 @@ pub async fn list(
     .await
 }
 
-/// One dead letter and its replay history.
-pub async fn show(conn: &mut Conn, id: i64) -> Result<(DeadLetter, Vec<Replay>), StoreError> {
-    let letter = dead_letters::table
-        .find(id)
-        .select(DeadLetter::as_select())
-        .first(conn)
-        .await
-        .optional()?
-        .ok_or(StoreError::NotFound("dead letter"))?;
+/// How an operator names one letter: its row number (`dlq list`) or its
+/// key, the UUID the daemon's log prints as `dead_letter_id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LetterRef {
+    Id(i64),
+    Key(Uuid),
+}
+
+impl std::fmt::Display for LetterRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LetterRef::Id(id) => write!(f, "#{id}"),
+            LetterRef::Key(key) => write!(f, "{key}"),
+        }
+    }
+}
+
+/// One letter with its replays and the letters its replays became when they
+/// failed again.
+#[derive(Debug, Clone, Serialize)]
+pub struct Detail {
+    pub letter: DeadLetter,
+    pub replays: Vec<Replay>,
+    /// The letter whose replay this one failed as.
+    pub replay_of: Option<i64>,
+}
+
+/// One dead letter, its replay history and what its replays became.
+pub async fn show(conn: &mut Conn, which: LetterRef) -> Result<Detail, StoreError> {
+    let q = dead_letters::table.select(DeadLetter::as_select()).into_boxed();
+    let q = match which {
+        LetterRef::Id(id) => q.filter(dead_letters::id.eq(id)),
+        LetterRef::Key(key) => q.filter(dead_letters::dead_letter_key.eq(key)),
+    };
+    let letter = q.first(conn).await.optional()?.ok_or(StoreError::NotFound("dead letter"))?;
     let replays = dead_letter_replays::table
-        .filter(dead_letter_replays::dead_letter_id.eq(id))
+        .filter(dead_letter_replays::dead_letter_id.eq(letter.id))
         .order(dead_letter_replays::id.asc())
         .select(Replay::as_select())
         .load(conn)
         .await?;
-    Ok((letter, replays))
+    let replay_of = dead_letter_replays::table
+        .filter(dead_letter_replays::failed_again_as.eq(letter.id))
+        .select(dead_letter_replays::dead_letter_id)
+        .first(conn)
+        .await
+        .optional()?;
+    Ok(Detail { letter, replays, replay_of })
+}
+
+/// Of `ids`, those no letter has (in any status), in the order given.
+pub async fn absent_ids(conn: &mut Conn, ids: &[i64]) -> Result<Vec<i64>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let found: Vec<i64> =
+        dead_letters::table.filter(dead_letters::id.eq_any(ids)).select(dead_letters::id).load(conn).await?;
+    Ok(ids.iter().copied().filter(|id| !found.contains(id)).collect())
+}
+
+/// Which of a filter's named values some letter (in any status) carries.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stored {
+    pub handler: bool,
+    pub event_type: bool,
+    pub fingerprint: bool,
+}
+
+/// Whether the filter's handler, event type and fingerprint are each on some
+/// letter (whatever the other criteria): a name no letter carries may still
+/// be a real one (a handler with no failures yet).
+pub async fn stored(conn: &mut Conn, filter: &Filter) -> Result<Stored, StoreError> {
+    use diesel::dsl::exists;
+    let mut s = Stored::default();
+    if let Some(h) = &filter.handler {
+        s.handler =
+            diesel::select(exists(dead_letters::table.filter(dead_letters::handler.eq(h)))).get_result(conn).await?;
+    }
+    if let Some(t) = &filter.event_type {
+        s.event_type =
+            diesel::select(exists(dead_letters::table.filter(dead_letters::event_type.eq(t)))).get_result(conn).await?;
+    }
+    if let Some(f) = &filter.fingerprint {
+        s.fingerprint = diesel::select(exists(dead_letters::table.filter(dead_letters::fingerprint.eq(f))))
+            .get_result(conn)
+            .await?;
+    }
+    Ok(s)
+}
+
+/// How many letters match the filter, by status (what a command that acts on
+/// some statuses only left aside).
+pub async fn count_by_status(conn: &mut Conn, filter: &Filter) -> Result<BTreeMap<String, i64>, StoreError> {
+    filter.validate()?;
+    let rows: Vec<String> = filter.query().select(dead_letters::status).load(conn).await?;
+    let mut m = BTreeMap::new();
+    for s in rows {
+        *m.entry(s).or_default() += 1;
+    }
+    Ok(m)
 }
 
 /// Moves the matching letters in `from` to `to`; returns how many moved.
@@ -357,6 +452,9 @@ pub struct NewDeadLetter {
     pub last_failed_at: DateTime<Utc>,
     pub last_error: String,
     pub error_kind: String,
+    /// The `x-atelier-replay-id` the failed message carried: it failed again
+    /// after a replay, and the ingest links it to the replayed letter.
+    pub replay_id: Option<Uuid>,
 }
 
 impl NewDeadLetter {
@@ -395,26 +493,45 @@ impl NewDeadLetter {
 }
 
 /// Stores a dead letter once: a second ingest of the same key changes nothing.
-/// Returns whether it stored it now.
+/// A letter that names a replay is recorded on that replay as what it failed
+/// again as (nothing when the replayed letter was purged meanwhile). Returns
+/// whether it stored it now.
 pub async fn ingest(conn: &mut Conn, new: &NewDeadLetter) -> Result<bool, StoreError> {
-    let n = diesel::insert_into(dead_letters::table)
-        .values((
-            dead_letters::dead_letter_key.eq(new.dead_letter_key),
-            dead_letters::handler.eq(&new.handler),
-            dead_letters::event_id.eq(new.event_id),
-            dead_letters::event_type.eq(&new.event_type),
-            dead_letters::body.eq(&new.body),
-            dead_letters::headers.eq(&new.headers),
-            dead_letters::attempts.eq(new.attempts),
-            dead_letters::first_failed_at.eq(new.first_failed_at),
-            dead_letters::last_failed_at.eq(new.last_failed_at),
-            dead_letters::last_error.eq(&new.last_error),
-            dead_letters::error_kind.eq(&new.error_kind),
-            dead_letters::fingerprint.eq(new.fingerprint()),
-        ))
-        .on_conflict(dead_letters::dead_letter_key)
-        .do_nothing()
-        .execute(conn)
-        .await?;
-    Ok(n == 1)
+    conn.transaction(async |conn| {
+        let id: Option<i64> = diesel::insert_into(dead_letters::table)
+            .values((
+                dead_letters::dead_letter_key.eq(new.dead_letter_key),
+                dead_letters::handler.eq(&new.handler),
+                dead_letters::event_id.eq(new.event_id),
+                dead_letters::event_type.eq(&new.event_type),
+                dead_letters::body.eq(&new.body),
+                dead_letters::headers.eq(&new.headers),
+                dead_letters::attempts.eq(new.attempts),
+                dead_letters::first_failed_at.eq(new.first_failed_at),
+                dead_letters::last_failed_at.eq(new.last_failed_at),
+                dead_letters::last_error.eq(&new.last_error),
+                dead_letters::error_kind.eq(&new.error_kind),
+                dead_letters::fingerprint.eq(new.fingerprint()),
+            ))
+            .on_conflict(dead_letters::dead_letter_key)
+            .do_nothing()
+            .returning(dead_letters::id)
+            .get_result(conn)
+            .await
+            .optional()?;
+        if let (Some(id), Some(replay_id)) = (id, new.replay_id) {
+            // The first letter a replay failed as keeps the link (a redelivery
+            // dead-lettered twice makes a second letter, left unlinked).
+            diesel::update(
+                dead_letter_replays::table
+                    .filter(dead_letter_replays::replay_id.eq(replay_id))
+                    .filter(dead_letter_replays::failed_again_as.is_null()),
+            )
+            .set(dead_letter_replays::failed_again_as.eq(id))
+            .execute(conn)
+            .await?;
+        }
+        Ok(id.is_some())
+    })
+    .await
 }

@@ -68,6 +68,7 @@ diesel::table! {
         target_queue -> Text,
         requested_at -> Timestamptz,
         published_at -> Nullable<Timestamptz>,
+        failed_again_as -> Nullable<Int8>,
     }
 }
 

@@ -6,7 +6,11 @@
 //! broker's confirm; a run interrupted in between is resumed by the next run
 //! with the same replay id, and the handler's exactly-once record keeps the
 //! effects single. `--dry-run` groups what would be replayed and changes nothing.
+//! The actor is `--actor`, else the login name (`$USER`, `$LOGNAME`), else
+//! the OS user id: never a made-up name. A letter of unknown type is
+//! published without a `type` property (the consumer reads the envelope).
 
+use super::select;
 use crate::context::Context;
 use crate::exit::{Code, Failure};
 use atelier_domain::bus::{self, AmqpUrl, Topology, headers, publish::event_properties};
@@ -26,28 +30,30 @@ pub async fn run(
 ) -> Result<Code, Failure> {
     let candidates = dlq::replay_candidates(conn, filter).await?;
     let groups = group(&candidates);
-    if dry_run || candidates.is_empty() {
+    if candidates.is_empty() {
+        let others = dlq::count_by_status(conn, filter).await?;
+        let text = select::nothing_matches(filter, &others, "waiting (dead) or replaying");
+        let doc = json!({"success": true, "data": {"dry_run": dry_run, "would_replay": 0, "by_handler": groups,
+            "ids": [], "matched_by_status": others, "message": text}});
+        ctx.out.emit(&doc, || text.clone());
+        return Ok(Code::Ok);
+    }
+    if dry_run {
         let doc = json!({"success": true, "data": {"dry_run": dry_run, "would_replay": candidates.len(), "by_handler": groups,
             "ids": candidates.iter().map(|l| l.id).collect::<Vec<_>>()}});
         ctx.out.emit(&doc, || {
-            let mut t = format!(
-                "{} dead letter(s) {}\n",
-                candidates.len(),
-                if dry_run { "would be replayed" } else { "to replay" }
-            );
+            let mut t = format!("{} dead letter(s) would be replayed\n", candidates.len());
             for (handler, fps) in &groups {
                 for (fp, n) in fps {
                     t.push_str(&format!("  {n:>6}  to {handler} ({fp})\n"));
                 }
             }
-            if dry_run {
-                t.push_str("dry run: nothing changed");
-            }
+            t.push_str("dry run: nothing changed");
             t
         });
         return Ok(Code::Ok);
     }
-    let actor = actor.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "unknown".into());
+    let actor = actor.map(|a| a.trim().to_owned()).filter(|a| !a.is_empty()).unwrap_or_else(login_name);
     ctx.confirm(&format!("Replay {} dead letter(s)", candidates.len()))?;
     let settings = &ctx.config.settings;
     let topology = Topology::standard(settings);
@@ -75,8 +81,11 @@ pub async fn run(
             continue;
         };
         let event_id = letter.event_id.map(|u| u.to_string()).unwrap_or_else(|| replay.replay_id.to_string());
-        let properties = event_properties(&event_id, letter.event_type.as_deref().unwrap_or("unknown"))
-            .with_headers(headers::for_replay(&letter.headers, &replay.replay_id.to_string(), &actor));
+        let properties = match letter.event_type.as_deref() {
+            Some(t) => event_properties(&event_id, t),
+            None => untyped_properties(&event_id),
+        }
+        .with_headers(headers::for_replay(&letter.headers, &replay.replay_id.to_string(), &actor));
         bus::publish_confirmed(&channel, "", &queue, &letter.body, properties, timeout).await.map_err(|e| {
             bar.abandon();
             Failure::new(
@@ -104,4 +113,46 @@ fn group(letters: &[DeadLetter]) -> BTreeMap<String, BTreeMap<String, usize>> {
         *g.entry(l.handler.clone()).or_default().entry(l.fingerprint.clone()).or_default() += 1;
     }
     g
+}
+
+/// Who runs this: `$USER`, else `$LOGNAME`, else the OS user id (`uid 1000`).
+fn login_name() -> String {
+    for var in ["USER", "LOGNAME"] {
+        if let Ok(v) = std::env::var(var)
+            && !v.trim().is_empty()
+        {
+            return v.trim().to_owned();
+        }
+    }
+    os_user_id()
+}
+
+#[cfg(unix)]
+fn os_user_id() -> String {
+    use std::os::unix::fs::MetadataExt;
+    // The owner of this process's own /proc entry is its real user; a file
+    // it creates is owned by its effective one, where /proc is missing.
+    if let Ok(m) = std::fs::metadata("/proc/self") {
+        return format!("uid {}", m.uid());
+    }
+    let probe = std::env::temp_dir().join(format!("atelier-actor-{}", std::process::id()));
+    let uid = std::fs::File::create(&probe).and_then(|f| f.metadata()).map(|m| m.uid());
+    let _ = std::fs::remove_file(&probe);
+    match uid {
+        Ok(uid) => format!("uid {uid}"),
+        Err(_) => format!("pid {}", std::process::id()),
+    }
+}
+
+#[cfg(not(unix))]
+fn os_user_id() -> String {
+    std::env::var("USERNAME").unwrap_or_else(|_| format!("pid {}", std::process::id()))
+}
+
+/// A replayed letter's properties when its type is unknown: no `type`.
+fn untyped_properties(event_id: &str) -> lapin::BasicProperties {
+    lapin::BasicProperties::default()
+        .with_message_id(event_id.into())
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2)
 }

@@ -47,6 +47,11 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+/// The event type of a delivery whose type neither its `type` property nor
+/// its envelope tells (metrics label and Sentry tag; the dead-letter copy
+/// then gets no `type`, and the store marks it unknown).
+const UNKNOWN_TYPE: &str = "unknown";
+
 /// The wait before handling a delivery again after a transient failure,
 /// doubling up to the maximum.
 const TRANSIENT_BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -169,13 +174,14 @@ impl Work {
         async move {
             let limit = self.shared.config.settings.amqp.max_message_bytes;
             let (event_type, settle) = if delivery.data.len() > limit {
-                let ty = delivery.properties.kind().as_ref().map(|t| t.to_string()).unwrap_or_else(|| "unknown".into());
+                let ty =
+                    delivery.properties.kind().as_ref().map(|t| t.to_string()).unwrap_or_else(|| UNKNOWN_TYPE.into());
                 let reason = format!("message of {} bytes is over the limit of {limit}", delivery.data.len());
                 (ty, Settle::Dead { kind: "too_large", reason })
             } else {
                 match Envelope::decode_event(&delivery.data) {
                     Err(e) => (
-                        e.event_type().unwrap_or("unknown").to_owned(),
+                        e.event_type().unwrap_or(UNKNOWN_TYPE).to_owned(),
                         Settle::Dead { kind: e.kind(), reason: e.to_string() },
                     ),
                     Ok(envelope) => {

@@ -4,8 +4,13 @@
 //! dead letter (a copy to `{ns}.dead`, confirmed, and one Sentry event), or,
 //! at shutdown while a dependency is down, a return to the queue. A copy the
 //! broker does not confirm returns the delivery instead.
+//!
+//! The dead-letter copy keeps every header the delivery had (so a failed
+//! replay still carries its `x-atelier-replay-id`) and gets the event's type
+//! as its `type` property when the producer left it out, so the store shows
+//! the type the log line shows.
 
-use super::Work;
+use super::{UNKNOWN_TYPE, Work};
 use crate::events::amqp::nack;
 use crate::metrics::Series;
 use atelier_domain::bus::headers::{self as h, get_str, set_str, set_u32};
@@ -86,6 +91,9 @@ impl Work {
             }
             Settle::Dead { kind, reason } => {
                 let mut props = self.failure_properties(&delivery, kind, &reason);
+                if props.kind().as_ref().is_none_or(|t| t.as_str().is_empty()) && event_type != UNKNOWN_TYPE {
+                    props = props.with_type(event_type.into());
+                }
                 let id = uuid::Uuid::now_v7();
                 if let Some(mut hs) = props.headers().clone() {
                     set_str(&mut hs, h::DEAD_LETTER_ID, &id.to_string());

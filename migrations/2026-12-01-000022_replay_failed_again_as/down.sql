@@ -1,0 +1,2 @@
+ALTER TABLE dead_letter_replays DROP CONSTRAINT dead_letter_replays_failed_again_as_fkey;
+ALTER TABLE dead_letter_replays DROP COLUMN failed_again_as;
