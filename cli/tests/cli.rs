@@ -32,6 +32,20 @@ fn env_show_attributes_each_value_and_redacts_credentials() {
     assert_eq!(find("amqp.namespace")["source"], "$ATELIER__AMQP__NAMESPACE");
     assert_eq!(find("log.format")["source"], "environments/dev.toml");
     assert_eq!(find("retry.max_retries")["source"], "environments/base.toml");
+    // The HTTP connection limits, and /metrics' own bind (unset by default).
+    assert_eq!(find("http.metrics_bind")["value"], serde_json::Value::Null);
+    assert_eq!(find("http.header_timeout")["source"], "environments/base.toml");
+    assert_eq!(find("http.idle_timeout")["source"], "environments/base.toml");
+    assert_eq!(find("http.max_connections")["value"], 1024);
+    let out = atelier(&["env", "show", "--output", "json"], &[("ATELIER__HTTP__METRICS_BIND", "127.0.0.1:9090")]);
+    let doc = json(&out);
+    let values = doc["data"]["values"].as_array().unwrap();
+    let bind = values.iter().find(|v| v["key"] == "http.metrics_bind").unwrap();
+    assert_eq!(bind["value"], "127.0.0.1:9090");
+    assert_eq!(bind["source"], "$ATELIER__HTTP__METRICS_BIND");
+    let out = atelier(&["env", "show", "--output", "json"], &[("ATELIER__HTTP__METRICS_BIND", "nine")]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(json(&out)["error"]["message"].as_str().unwrap().contains("http.metrics_bind"));
 }
 
 #[test]

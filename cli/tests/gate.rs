@@ -73,7 +73,9 @@ async fn gate_fails_while_migrations_are_pending_and_waits_for_them() {
     assert!(detail.starts_with("/ready answered 503: migrations (1 pending: "), "{detail}");
 
     // Waiting, it passes once the migration is applied.
-    let not_ready = app.shared.metrics.http("GET", "/ready", 503);
+    use atelier_daemon::metrics::{HttpMethod, HttpStatus};
+    let metrics = &app.shared.metrics;
+    let not_ready = metrics.http(HttpMethod::Get, metrics.route(Some("/ready")), HttpStatus::of(503));
     let waiting = tokio::spawn(atelier(gate("test", &url, VERSION, &["--wait", "60s", "--output", "json"])));
     eventually(Duration::from_secs(30), "the waiting gate found atelierd not ready", || async {
         not_ready.count() >= 2

@@ -422,7 +422,7 @@ async fn daemon(resolved: config::Resolved, db_effects: bool, n: u64) -> Figures
     }
     let (secs, cpu) =
         bench.first.get().map(|(t, c)| (t.elapsed().as_secs_f64(), cpu_secs("self") - c)).unwrap_or((1.0, 0.0));
-    let series = metrics.series(HANDLER, "sale.created");
+    let series = metrics.series(HANDLER, atelier_domain::events::EventType::SaleCreated.into());
     let figures = Figures {
         events: n,
         events_per_s: n as f64 / secs,

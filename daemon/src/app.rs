@@ -28,6 +28,8 @@ pub struct App {
     pub shared: Arc<Shared>,
     /// Where the HTTP facade listens, when it runs.
     pub http_addr: Option<SocketAddr>,
+    /// Where `/metrics` is served when `http.metrics_bind` is set.
+    pub metrics_addr: Option<SocketAddr>,
     tasks: JoinSet<Result<(), AppError>>,
 }
 
@@ -73,15 +75,19 @@ impl App {
             outbox_written: tokio::sync::Notify::new(),
         });
         let mut tasks = JoinSet::new();
-        let mut http_addr = None;
+        let (mut http_addr, mut metrics_addr) = (None, None);
         if roles.http {
-            let bind = &shared.config.settings.http.bind;
-            let listener = tokio::net::TcpListener::bind(bind)
-                .await
-                .map_err(|source| AppError::Bind { addr: bind.clone(), source })?;
-            http_addr = listener.local_addr().ok();
-            tracing::info!(addr = %http_addr.map_or_else(|| bind.clone(), |a| a.to_string()), "serving HTTP");
-            tasks.spawn(http::serve(listener, shared.clone()));
+            let settings = &shared.config.settings.http;
+            let (listener, addr) = listen(&settings.bind).await?;
+            http_addr = addr;
+            tracing::info!(addr = %addr.map_or_else(|| settings.bind.clone(), |a| a.to_string()), "serving HTTP");
+            tasks.spawn(http::serve(listener, http::router(shared.clone()), shared.clone()));
+            if let Some(bind) = &settings.metrics_bind {
+                let (listener, addr) = listen(bind).await?;
+                metrics_addr = addr;
+                tracing::info!(addr = %addr.map_or_else(|| bind.clone(), |a| a.to_string()), "serving /metrics");
+                tasks.spawn(http::serve(listener, http::metrics_router(shared.clone()), shared.clone()));
+            }
         }
         if roles.events {
             match handlers {
@@ -89,7 +95,7 @@ impl App {
                 None => tasks.spawn(events::run(shared.clone())),
             };
         }
-        Ok(App { shared, http_addr, tasks })
+        Ok(App { shared, http_addr, metrics_addr, tasks })
     }
 
     /// Stops taking work and waits for what is in flight, up to the shutdown timeout.
@@ -140,6 +146,13 @@ impl App {
             None => stopped,
         }
     }
+}
+
+async fn listen(bind: &str) -> Result<(tokio::net::TcpListener, Option<SocketAddr>), AppError> {
+    let listener =
+        tokio::net::TcpListener::bind(bind).await.map_err(|source| AppError::Bind { addr: bind.to_owned(), source })?;
+    let addr = listener.local_addr().ok();
+    Ok((listener, addr))
 }
 
 /// Starts the daemon and runs it until SIGTERM or Ctrl-C.

@@ -5,7 +5,15 @@
 //! consumer state, HTTP requests by method, route and status with their
 //! latency, the sales writer's batches; dead letters by status are read from
 //! the database when scraped.
+//!
+//! Every label takes its values from a closed set, so nothing a client or a
+//! publisher sends can add series: the labels are types ([`HttpMethod`],
+//! [`Route`], [`HttpStatus`], [`EventLabel`]) that cannot hold an open
+//! string, and a handler's name is a `&'static str` of the handler registry
+//! (`atelier_domain::bus::handlers`). The dead letters' `status` is bounded
+//! by the table's CHECK constraint.
 
+use atelier_domain::events::EventType;
 use atelier_domain::store::sales::writer::WriterStats;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -75,6 +83,142 @@ impl Histogram {
     }
 }
 
+/// An HTTP method label: the standard methods, any other is `other`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum HttpMethod {
+    Get,
+    Head,
+    Post,
+    Put,
+    Patch,
+    Delete,
+    Options,
+    Connect,
+    Trace,
+    Other,
+}
+
+impl HttpMethod {
+    pub const ALL: [HttpMethod; 10] = [
+        HttpMethod::Get,
+        HttpMethod::Head,
+        HttpMethod::Post,
+        HttpMethod::Put,
+        HttpMethod::Patch,
+        HttpMethod::Delete,
+        HttpMethod::Options,
+        HttpMethod::Connect,
+        HttpMethod::Trace,
+        HttpMethod::Other,
+    ];
+
+    pub fn of(method: &axum::http::Method) -> HttpMethod {
+        use axum::http::Method as M;
+        match *method {
+            M::GET => HttpMethod::Get,
+            M::HEAD => HttpMethod::Head,
+            M::POST => HttpMethod::Post,
+            M::PUT => HttpMethod::Put,
+            M::PATCH => HttpMethod::Patch,
+            M::DELETE => HttpMethod::Delete,
+            M::OPTIONS => HttpMethod::Options,
+            M::CONNECT => HttpMethod::Connect,
+            M::TRACE => HttpMethod::Trace,
+            _ => HttpMethod::Other,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpMethod::Get => "GET",
+            HttpMethod::Head => "HEAD",
+            HttpMethod::Post => "POST",
+            HttpMethod::Put => "PUT",
+            HttpMethod::Patch => "PATCH",
+            HttpMethod::Delete => "DELETE",
+            HttpMethod::Options => "OPTIONS",
+            HttpMethod::Connect => "CONNECT",
+            HttpMethod::Trace => "TRACE",
+            HttpMethod::Other => "other",
+        }
+    }
+}
+
+/// The statuses counted by their code; any other is counted by its class
+/// (`4xx`), and one outside 100..=599 as `other`.
+pub const KNOWN_STATUSES: [u16; 24] = [
+    200, 201, 204, 301, 302, 304, 400, 401, 403, 404, 405, 406, 408, 409, 413, 414, 415, 422, 429, 431, 500, 502, 503,
+    504,
+];
+
+/// An HTTP status label: a code of [`KNOWN_STATUSES`], a class, or `other`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HttpStatus(StatusKind);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum StatusKind {
+    Known(u16),
+    /// 1 to 5.
+    Class(u8),
+    Other,
+}
+
+impl HttpStatus {
+    pub fn of(code: u16) -> HttpStatus {
+        HttpStatus(if KNOWN_STATUSES.contains(&code) {
+            StatusKind::Known(code)
+        } else if (100..600).contains(&code) {
+            StatusKind::Class((code / 100) as u8)
+        } else {
+            StatusKind::Other
+        })
+    }
+
+    /// How many values the label can take.
+    pub const COUNT: usize = KNOWN_STATUSES.len() + 5 + 1;
+
+    fn label(self) -> std::borrow::Cow<'static, str> {
+        match self.0 {
+            StatusKind::Known(c) => c.to_string().into(),
+            StatusKind::Class(c) => format!("{c}xx").into(),
+            StatusKind::Other => "other".into(),
+        }
+    }
+}
+
+/// An HTTP route label: one of the facade's route templates (fixed when
+/// [`Metrics`] is built) or `unmatched`. Made only by [`Metrics::route`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Route(Option<u16>);
+
+/// An event type label: a type this build knows, any other is `other` (the
+/// type of an undecodable message is whatever its publisher wrote).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EventLabel(Option<u8>);
+
+impl EventLabel {
+    /// How many values the label can take.
+    pub const COUNT: usize = EventType::ALL.len() + 1;
+
+    /// The label of a type read from a message.
+    pub fn of(event_type: &str) -> EventLabel {
+        EventType::parse(event_type).map_or(EventLabel(None), EventLabel::from)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self.0 {
+            Some(i) => EventType::ALL[usize::from(i)].as_str(),
+            None => "other",
+        }
+    }
+}
+
+impl From<EventType> for EventLabel {
+    fn from(t: EventType) -> Self {
+        EventLabel(EventType::ALL.iter().position(|k| *k == t).and_then(|i| u8::try_from(i).ok()))
+    }
+}
+
 /// The counters of one (handler, event type).
 #[derive(Default)]
 pub struct Series {
@@ -87,13 +231,12 @@ pub struct Series {
     pub handling: Histogram,
 }
 
-/// method → route (its template) → status: the HTTP requests answered.
-type HttpSeries = BTreeMap<String, BTreeMap<String, BTreeMap<u16, Arc<Histogram>>>>;
+/// (method, route, status) → the HTTP requests answered.
+type HttpSeries = BTreeMap<(HttpMethod, Route, HttpStatus), Arc<Histogram>>;
 
-#[derive(Default)]
 pub struct Metrics {
-    /// handler → event type → series (nested so a lookup allocates nothing).
-    series: Mutex<BTreeMap<String, BTreeMap<String, Arc<Series>>>>,
+    /// (handler, event type) → series (a lookup allocates nothing).
+    series: Mutex<BTreeMap<(&'static str, EventLabel), Arc<Series>>>,
     pub outbox_backlog: AtomicI64,
     /// Age of the oldest unpublished outbox row, in milliseconds (0 when none).
     pub outbox_lag_ms: AtomicI64,
@@ -105,45 +248,75 @@ pub struct Metrics {
     /// The API's sales written together (group commit).
     pub sales_writer: Arc<WriterStats>,
     http: Mutex<HttpSeries>,
+    /// The route templates a [`Route`] label can name.
+    routes: Vec<String>,
+}
+
+impl Default for Metrics {
+    /// With the HTTP facade's route templates.
+    fn default() -> Self {
+        Metrics::new(crate::http::route_templates())
+    }
 }
 
 impl Metrics {
-    /// The series of (handler, event type), created on first use.
-    pub fn series(&self, handler: &str, event_type: &str) -> Arc<Series> {
-        let mut map = self.series.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(s) = map.get(handler).and_then(|m| m.get(event_type)) {
-            return s.clone();
+    /// Metrics whose route label takes one of `routes` (or `unmatched`).
+    pub fn new(routes: Vec<String>) -> Metrics {
+        Metrics {
+            series: Mutex::default(),
+            outbox_backlog: AtomicI64::default(),
+            outbox_lag_ms: AtomicI64::default(),
+            outbox_published: AtomicU64::default(),
+            broker_connected: AtomicBool::default(),
+            consumers_running: AtomicUsize::default(),
+            consumers_expected: AtomicUsize::default(),
+            reconnects: AtomicU64::default(),
+            sales_writer: Arc::default(),
+            http: Mutex::default(),
+            routes,
         }
-        let s = Arc::new(Series::default());
-        map.entry(handler.to_owned()).or_default().insert(event_type.to_owned(), s.clone());
-        s
     }
 
-    /// The histogram of HTTP requests answered `status` on `route` (the
-    /// route's template, never the raw path, so the series stay few),
-    /// created on first use.
-    pub fn http(&self, method: &str, route: &str, status: u16) -> Arc<Histogram> {
+    /// The series of (handler, event type), created on first use.
+    pub fn series(&self, handler: &'static str, event_type: EventLabel) -> Arc<Series> {
+        let mut map = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry((handler, event_type)).or_default().clone()
+    }
+
+    /// The label of the route a request matched (its template, never the raw
+    /// path): `unmatched` when none did or the template is not one of ours.
+    pub fn route(&self, matched: Option<&str>) -> Route {
+        Route(matched.and_then(|m| self.routes.iter().position(|r| r == m)).and_then(|i| u16::try_from(i).ok()))
+    }
+
+    /// How many values the route label can take (`unmatched` included).
+    pub fn route_count(&self) -> usize {
+        self.routes.len() + 1
+    }
+
+    fn route_label(&self, route: Route) -> &str {
+        route.0.and_then(|i| self.routes.get(usize::from(i))).map_or("unmatched", String::as_str)
+    }
+
+    /// The histogram of HTTP requests answered `status` on `route`, created
+    /// on first use.
+    pub fn http(&self, method: HttpMethod, route: Route, status: HttpStatus) -> Arc<Histogram> {
         let mut map = self.http.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(h) = map.get(method).and_then(|m| m.get(route)).and_then(|m| m.get(&status)) {
-            return h.clone();
-        }
-        let h = Arc::new(Histogram::default());
-        map.entry(method.to_owned()).or_default().entry(route.to_owned()).or_default().insert(status, h.clone());
-        h
+        map.entry((method, route, status)).or_default().clone()
     }
 
     /// Sum of one counter over every series of `handler` (tests, readiness).
     pub fn total(&self, handler: &str, pick: impl Fn(&Series) -> u64) -> u64 {
         let map = self.series.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(handler).map(|m| m.values().map(|s| pick(s)).sum()).unwrap_or(0)
+        map.iter().filter(|((h, _), _)| *h == handler).map(|(_, s)| pick(s)).sum()
     }
 
     /// The Prometheus text exposition; `dead_letters` are (status, count).
     pub fn render(&self, dead_letters: &[(String, i64)]) -> String {
         let mut out = String::new();
-        let map: Vec<((String, String), Arc<Series>)> = {
+        let map: Vec<((&str, &str), Arc<Series>)> = {
             let m = self.series.lock().unwrap_or_else(|p| p.into_inner());
-            m.iter().flat_map(|(h, ts)| ts.iter().map(move |(t, s)| ((h.clone(), t.clone()), s.clone()))).collect()
+            m.iter().map(|((h, t), s)| ((*h, t.as_str()), s.clone())).collect()
         };
         type Pick = fn(&Series) -> u64;
         let counters: [(&str, &str, Pick); 5] = [
@@ -183,13 +356,14 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE atelier_http_request_duration_seconds histogram");
         {
             let http = self.http.lock().unwrap_or_else(|p| p.into_inner());
-            for (method, routes) in http.iter() {
-                for (route, statuses) in routes {
-                    for (status, h) in statuses {
-                        let labels = format!("method=\"{method}\",route=\"{route}\",status=\"{status}\"");
-                        h.render(&mut out, "atelier_http_request_duration_seconds", &labels);
-                    }
-                }
+            for ((method, route, status), h) in http.iter() {
+                let labels = format!(
+                    "method=\"{}\",route=\"{}\",status=\"{}\"",
+                    method.as_str(),
+                    self.route_label(*route),
+                    status.label()
+                );
+                h.render(&mut out, "atelier_http_request_duration_seconds", &labels);
             }
         }
         let gauges: [(&str, &str, &str, i64); 8] = [
@@ -255,7 +429,7 @@ mod tests {
     #[test]
     fn renders_counters_and_a_cumulative_histogram() {
         let m = Metrics::default();
-        let s = m.series("production", "sale.created");
+        let s = m.series("production", EventType::SaleCreated.into());
         s.consumed.fetch_add(2, Relaxed);
         s.handling.observe(Duration::from_millis(3));
         s.handling.observe(Duration::from_millis(300));
@@ -273,5 +447,26 @@ mod tests {
         let text = m.render(&[]);
         assert!(text.contains("le=\"10\"} 2") && text.contains("le=\"+Inf\"} 3"), "{text}");
         assert_eq!(s.handling.quantile_bound(0.99), None);
+    }
+
+    #[test]
+    fn labels_take_values_from_closed_sets() {
+        let m = Metrics::new(vec!["/health".into()]);
+        let odd = axum::http::Method::from_bytes(b"XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX").unwrap();
+        assert_eq!(HttpMethod::of(&odd), HttpMethod::Other);
+        assert_eq!(HttpMethod::of(&axum::http::Method::GET).as_str(), "GET");
+        assert_eq!(HttpStatus::of(404).label(), "404");
+        assert_eq!(HttpStatus::of(418).label(), "4xx");
+        assert_eq!(HttpStatus::of(999).label(), "other");
+        assert_eq!(EventLabel::of("sale.created").as_str(), "sale.created");
+        assert_eq!(EventLabel::of("made.up.by.a.publisher").as_str(), "other");
+        assert_eq!(m.route_label(m.route(Some("/health"))), "/health");
+        assert_eq!(m.route_label(m.route(Some("/not/ours"))), "unmatched");
+        assert_eq!(m.route_label(m.route(None)), "unmatched");
+        for t in EventType::ALL {
+            assert_eq!(EventLabel::from(t).as_str(), t.as_str());
+        }
+        let statuses: std::collections::BTreeSet<_> = (0..1000).map(HttpStatus::of).collect();
+        assert_eq!(statuses.len(), HttpStatus::COUNT);
     }
 }

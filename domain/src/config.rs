@@ -160,6 +160,17 @@ pub struct HttpSettings {
     pub body_limit: usize,
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Where `/metrics` is served instead of `bind` (host:port); unset: on `bind`.
+    #[serde(default)]
+    pub metrics_bind: Option<String>,
+    /// A connection's request headers must all arrive within this (slowloris).
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// A keep-alive connection with no request in flight is closed after this.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Connections served at once (on each bind); more wait to be accepted.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -554,6 +565,16 @@ fn validate(s: &Settings) -> Result<(), String> {
         .parse::<std::net::SocketAddr>()
         .map_err(|e| format!("http.bind '{}' is not host:port: {e}", s.http.bind))?;
     url::Url::parse(&s.http.public_base_url).map_err(|e| format!("http.public_base_url is not a URL: {e}"))?;
+    if let Some(bind) = &s.http.metrics_bind {
+        bind.parse::<std::net::SocketAddr>()
+            .map_err(|e| format!("http.metrics_bind '{bind}' is not host:port: {e}"))?;
+    }
+    if s.http.header_timeout.is_zero() || s.http.idle_timeout.is_zero() {
+        return Err("http.header_timeout and http.idle_timeout must be more than 0".into());
+    }
+    if s.http.max_connections == 0 {
+        return Err("http.max_connections must be at least 1".into());
+    }
     url::Url::parse(&s.notifications.whatsapp_base_url)
         .map_err(|e| format!("notifications.whatsapp_base_url is not a URL: {e}"))?;
     if s.notifications.timeout.is_zero() {

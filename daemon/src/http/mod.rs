@@ -2,54 +2,239 @@
 //! `/metrics`) and the staff apps' API under `/api/v1` ([`api`]). It reads the
 //! event side's state only through [`Shared`] (metrics, broker flags) and the
 //! store, never through `events`.
-//! Served until the daemon's shutdown token fires, then drained gracefully.
+//! `/metrics` is served on `http.metrics_bind` instead when that is set.
+//! Connections are served here ([`serve`]) with hyper's HTTP/1 builder: the
+//! headers must arrive within `http.header_timeout`, a connection idle for
+//! `http.idle_timeout` is closed, at most `http.max_connections` are served
+//! at once; all are drained gracefully when the daemon's shutdown token fires.
 
 pub mod api;
 
 use crate::error::AppError;
+use crate::metrics::{HttpMethod, HttpStatus};
 use crate::state::Shared;
+use api::error::ApiError;
 use atelier_domain::store::{dlq, migrations};
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
 
+/// The operational routes (the API's are in [`api`]'s route table).
+const OPERATIONAL: [&str; 4] = ["/health", "/ready", "/version", "/metrics"];
+
+/// The request line's target may be this long; longer is 414 with the envelope.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+/// The request's headers (names and values) may total this much; more is 431
+/// with the envelope. hyper itself refuses (a bare 431, no body) a head over
+/// its read buffer (about 400 KiB) or with more than 100 headers.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// Every route template a request can match: the values of the `route` label.
+pub fn route_templates() -> Vec<String> {
+    let mut routes: Vec<String> = OPERATIONAL.iter().map(|r| r.to_string()).collect();
+    for doc in api::docs() {
+        let path = format!("/api/v1{}", doc.path);
+        if !routes.contains(&path) {
+            routes.push(path);
+        }
+    }
+    routes
+}
+
+/// The router of `http.bind`: everything, `/metrics` included unless it has a
+/// bind of its own.
 pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .route("/version", get(version))
-        .route("/metrics", get(metrics))
-        .nest("/api/v1", api::router(shared.clone()))
+    let mut router =
+        Router::new().route("/health", get(health)).route("/ready", get(ready)).route("/version", get(version));
+    if shared.config.settings.http.metrics_bind.is_none() {
+        router = router.route("/metrics", get(metrics));
+    }
+    finish(router.nest("/api/v1", api::router(shared.clone())), shared)
+}
+
+/// The router of `http.metrics_bind`: `/metrics` alone.
+pub fn metrics_router(shared: Arc<Shared>) -> Router {
+    finish(Router::new().route("/metrics", get(metrics)), shared)
+}
+
+fn finish(router: Router<Arc<Shared>>, shared: Arc<Shared>) -> Router {
+    router
+        .fallback(|| async { ApiError::not_found("no such route").into_response() })
+        .layer(axum::middleware::from_fn(limit_head))
         .layer(axum::middleware::from_fn_with_state(shared.clone(), count))
         .with_state(shared)
 }
 
 /// Counts each request and its time to answer in `/metrics`, by method,
-/// route template (`unmatched` for a path no route serves) and status.
+/// route template (`unmatched` for a path no route serves) and status, each
+/// label from its closed set.
 async fn count(
     State(shared): State<Arc<Shared>>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let started = std::time::Instant::now();
-    let method = req.method().clone();
-    let route = req.extensions().get::<axum::extract::MatchedPath>().cloned();
+    let started = Instant::now();
+    let method = HttpMethod::of(req.method());
+    let route = shared.metrics.route(req.extensions().get::<axum::extract::MatchedPath>().map(|m| m.as_str()));
     let res = next.run(req).await;
-    let route = route.as_ref().map_or("unmatched", |r| r.as_str());
-    shared.metrics.http(method.as_str(), route, res.status().as_u16()).observe(started.elapsed());
+    shared.metrics.http(method, route, HttpStatus::of(res.status().as_u16())).observe(started.elapsed());
     res
 }
 
-pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) -> Result<(), AppError> {
+/// 414 and 431 with the error envelope and a request id, below hyper's own
+/// limits (whose answers carry neither).
+async fn limit_head(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let uri = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    let headers: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len()).sum();
+    let refused = if uri > MAX_URI_BYTES {
+        ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!("the request target is over {MAX_URI_BYTES} bytes"),
+        )
+    } else if headers > MAX_HEADER_BYTES {
+        ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!("the request headers total over {MAX_HEADER_BYTES} bytes"),
+        )
+    } else {
+        return next.run(req).await;
+    };
+    let mut res = refused.into_response();
+    if let Ok(v) = HeaderValue::from_str(&uuid::Uuid::now_v7().to_string()) {
+        res.headers_mut().insert("x-request-id", v);
+    }
+    res
+}
+
+/// Serves `router` on `listener` until the shutdown token fires, then stops
+/// accepting and waits for the connections to finish their requests.
+pub async fn serve(listener: TcpListener, router: Router, shared: Arc<Shared>) -> Result<(), AppError> {
+    let settings = &shared.config.settings.http;
+    let slots = Arc::new(tokio::sync::Semaphore::new(settings.max_connections));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(settings.header_timeout).keep_alive(true);
+    let idle = settings.idle_timeout;
     let shutdown = shared.shutdown.clone();
-    axum::serve(listener, router(shared))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-        .map_err(AppError::Http)
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        // A slot first: over the limit, connections wait in the listen backlog.
+        let slot = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(s) => s,
+                Err(_) => break,
+            },
+        };
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        while connections.try_join_next().is_some() {}
+        let _ = stream.set_nodelay(true);
+        connections.spawn(connection(builder.clone(), stream, router.clone(), idle, shutdown.clone(), slot));
+    }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// When a connection last finished a request, and how many it has in flight.
+struct Activity {
+    opened: Instant,
+    /// Milliseconds from `opened` to the last request's end.
+    last_ms: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+impl Activity {
+    fn end(&self) {
+        self.last_ms.store(u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX), Relaxed);
+        self.in_flight.fetch_sub(1, Relaxed);
+    }
+
+    /// Returns once no request has been in flight for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let since = self.opened.elapsed().saturating_sub(Duration::from_millis(self.last_ms.load(Relaxed)));
+            if self.in_flight.load(Relaxed) == 0 && since >= idle {
+                return;
+            }
+            tokio::time::sleep(if since < idle { idle - since } else { idle }).await;
+        }
+    }
+}
+
+/// One connection, until the client closes it, it stays idle too long, its
+/// headers are too slow (hyper's header timeout), or the daemon stops (its
+/// request in flight finishes first).
+async fn connection(
+    builder: hyper::server::conn::http1::Builder,
+    stream: TcpStream,
+    router: Router,
+    idle: Duration,
+    shutdown: CancellationToken,
+    _slot: OwnedSemaphorePermit,
+) {
+    let activity =
+        Arc::new(Activity { opened: Instant::now(), last_ms: AtomicU64::new(0), in_flight: AtomicUsize::new(0) });
+    let service = {
+        let activity = activity.clone();
+        hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let mut router = router.clone();
+            let activity = activity.clone();
+            activity.in_flight.fetch_add(1, Relaxed);
+            async move {
+                use tower_service::Service;
+                let ready = std::future::poll_fn(|cx| Service::<axum::extract::Request>::poll_ready(&mut router, cx));
+                let res = match ready.await {
+                    Ok(()) => router.call(req.map(axum::body::Body::new)).await,
+                    Err(never) => match never {},
+                };
+                activity.end();
+                res
+            }
+        })
+    };
+    let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            done = conn.as_mut() => {
+                if let Err(e) = done {
+                    tracing::debug!(error = %e, "connection ended");
+                }
+                break;
+            }
+            _ = shutdown.cancelled(), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = activity.idle_for(idle), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+        }
+    }
 }
 
 /// Liveness: the process answers.

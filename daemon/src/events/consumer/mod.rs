@@ -29,6 +29,7 @@ mod settle;
 use crate::events::EventsError;
 use crate::events::amqp::{Running, consume};
 use crate::events::handler::{Handler, HandlerError, Outcome};
+use crate::metrics::EventLabel;
 use crate::state::Shared;
 use acks::Acks;
 use atelier_domain::bus::Topology;
@@ -194,7 +195,7 @@ impl Work {
                     }
                 }
             };
-            let series = self.shared.metrics.series(name, &event_type);
+            let series = self.shared.metrics.series(name, EventLabel::of(&event_type));
             series.consumed.fetch_add(1, Relaxed);
             match settle {
                 Settle::Ack => self.succeeded(delivery, &series),
@@ -229,7 +230,7 @@ impl Work {
                 Err(HandlerError::Transient(reason)) => {
                     self.shared
                         .metrics
-                        .series(self.handler.name(), &envelope.event_type)
+                        .series(self.handler.name(), EventLabel::of(&envelope.event_type))
                         .transient
                         .fetch_add(1, Relaxed);
                     tracing::warn!(%reason, retry_in = ?backoff, "a dependency is down: pausing, keeping the delivery");
