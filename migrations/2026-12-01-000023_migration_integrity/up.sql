@@ -20,7 +20,7 @@ CREATE TABLE atelier_migrations (
 -- One row per `atelier migrate repair` of a migration: who re-recorded which
 -- checksums after looking at an edited or unrecorded migration.
 CREATE TABLE atelier_migration_repairs (
-    id               BIGSERIAL PRIMARY KEY,
+    id               BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     version          TEXT NOT NULL,
     name             TEXT NOT NULL,
     actor            TEXT NOT NULL,

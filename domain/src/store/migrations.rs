@@ -66,6 +66,9 @@ pub struct MigrationInfo {
     /// In diesel's list of applied versions.
     pub applied: bool,
     pub state: State,
+    /// Edited, missing, or applied unrecorded since checksums exist: what
+    /// `run` refuses over where `policy.refuse_migration_drift` is set.
+    pub drift: bool,
     /// `expand` or `contract`; None for a missing migration without a record.
     pub phase: Option<Phase>,
     /// Edited: each file whose checksum differs, with both checksums.
@@ -106,6 +109,7 @@ impl MigrationInfo {
         };
         MigrationInfo {
             applied: v.state != State::Pending,
+            drift: v.is_drift(),
             name: v.name,
             version: v.version,
             state: v.state,
@@ -389,6 +393,7 @@ fn pending_info(k: &Known) -> MigrationInfo {
         version: k.version.clone(),
         applied: false,
         state: State::Pending,
+        drift: false,
         phase: Some(k.phase),
         edits: Vec::new(),
         note: (k.phase == Phase::Contract).then(|| "contract: waits for `migrate run --phase contract`".into()),
@@ -427,6 +432,7 @@ pub async fn rollback(
                     version: version.clone(),
                     applied: false,
                     state: State::Pending,
+                    drift: false,
                     phase: None,
                     edits: Vec::new(),
                     note: None,
