@@ -120,7 +120,7 @@ pub enum EnvCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum MigrateCommand {
-    /// List applied and pending migrations.
+    /// Each migration's state: applied, pending, edited (after it was applied), missing (applied by a newer version) or unknown history.
     Status,
     /// What `migrate run` would apply: the pending migrations in order, their lint findings and SQL; changes nothing.
     Plan,
@@ -138,14 +138,39 @@ Statements on a table the same file creates are fine. A file allows a rule with 
         #[arg(value_name = "UP_SQL")]
         files: Vec<std::path::PathBuf>,
     },
-    /// Apply every pending migration, in order, each in its own transaction.
-    Run,
+    /// Apply the pending expand migrations (`--phase contract`: every pending one), in order, each in its own transaction.
+    #[command(
+        after_help = "Exit 5, applying nothing, when policy.refuse_migration_drift is set (staging, production) \
+and a migration was edited after it was applied, is applied but unknown to this build, or was applied unrecorded; \
+or, with --phase contract, while a live deployment slot runs a version older than this build."
+    )]
+    Run {
+        /// `expand` (default): contract migrations wait; `contract`: apply them too, once no live slot runs an older version.
+        #[arg(long, value_enum, default_value_t = PhaseArg::Expand)]
+        phase: PhaseArg,
+        /// Who applies, recorded with the host name. Default: $USER (or $LOGNAME).
+        #[arg(long)]
+        actor: Option<String>,
+    },
+    /// Re-record this build's checksums for edited or unrecorded migrations, after a human has looked; audited. Asks first unless --yes.
+    Repair {
+        /// Who repairs, recorded with the host name. Default: $USER (or $LOGNAME).
+        #[arg(long)]
+        actor: Option<String>,
+    },
     /// Revert the most recent migrations.
     Rollback {
         /// How many migrations to revert, newest first.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
         steps: u32,
     },
+}
+
+/// A migration phase, as `migrate run --phase` takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PhaseArg {
+    Expand,
+    Contract,
 }
 
 #[derive(Debug, Subcommand)]

@@ -271,6 +271,10 @@ pub struct PolicySettings {
     /// `migrate run` lints the pending migrations first and applies nothing
     /// when a destructive or locking statement is not allowed by its file.
     pub lint_before_migrate: bool,
+    /// `migrate run` applies nothing while a migration was edited after it
+    /// was applied, is applied but unknown to this build, or is applied but
+    /// unrecorded (`atelier migrate repair` re-records after a human looked).
+    pub refuse_migration_drift: bool,
     /// Without the token signing keys (`auth.jwt_secret`), atelierd signs with
     /// a key generated at start (tokens die with the process) and `atelier
     /// check` passes; otherwise a missing key set is an error in both.
@@ -279,7 +283,12 @@ pub struct PolicySettings {
 
 impl Default for PolicySettings {
     fn default() -> Self {
-        PolicySettings { confirm_changes: true, lint_before_migrate: true, allow_ephemeral_token_key: false }
+        PolicySettings {
+            confirm_changes: true,
+            lint_before_migrate: true,
+            refuse_migration_drift: true,
+            allow_ephemeral_token_key: false,
+        }
     }
 }
 
@@ -785,11 +794,20 @@ mod tests {
         assert_eq!(production, PolicySettings::default());
         assert_eq!(
             production,
-            PolicySettings { confirm_changes: true, lint_before_migrate: true, allow_ephemeral_token_key: false }
+            PolicySettings {
+                confirm_changes: true,
+                lint_before_migrate: true,
+                refuse_migration_drift: true,
+                allow_ephemeral_token_key: false
+            }
         );
         assert_eq!(policy("staging"), PolicySettings { confirm_changes: false, ..production.clone() });
-        let local =
-            PolicySettings { confirm_changes: false, lint_before_migrate: false, allow_ephemeral_token_key: true };
+        let local = PolicySettings {
+            confirm_changes: false,
+            lint_before_migrate: false,
+            refuse_migration_drift: false,
+            allow_ephemeral_token_key: true,
+        };
         assert_eq!(policy("dev"), local);
         assert_eq!(policy("test"), local);
 

@@ -1,17 +1,24 @@
-//! `atelier migrate status | plan | lint | run | rollback`: the schema, with the
-//! migrations embedded in this binary, one function per subcommand. Migrators
-//! serialize on an advisory lock. Where the environment's
+//! `atelier migrate status | plan | lint | run | rollback | repair`: the
+//! schema, with the migrations embedded in this binary, one function per
+//! subcommand. Migrators serialize on an advisory lock. `status` tells each
+//! migration's state (applied, pending, edited, missing, unknown history);
+//! `run` applies by phase (expand; `--phase contract`), and refuses (exit 5)
+//! over drift where `policy.refuse_migration_drift` says so and a contract
+//! migration while an older deployment is live; `repair` re-records
+//! checksums, audited. Where the environment's
 //! `policy.lint_before_migrate` says so (staging and production), `run` lints the pending migrations first and
 //! refuses (exit 5) a destructive or locking statement that its file does not
 //! allow with a reason (`rules::migration_lint`). Also owns the lint report
 //! (`report_lint`) that `lint`, `plan` and `run` share.
 
-use crate::cli::MigrateCommand;
+use crate::cli::{MigrateCommand, PhaseArg};
 use crate::context::Context;
 use crate::exit::{Code, Failure};
+use atelier_domain::rules::migration_integrity::State;
+use atelier_domain::rules::migration_lint::Phase;
 use atelier_domain::rules::migration_lint::{self, Finding};
 use atelier_domain::store::DatabaseUrl;
-use atelier_domain::store::migrations::{self, Limits, MigrationInfo};
+use atelier_domain::store::migrations::{self, Catalog, Limits, MigrationInfo, RunError, RunOptions};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 
@@ -26,7 +33,8 @@ pub async fn run(cmd: MigrateCommand, ctx: &Context) -> Result<Code, Failure> {
         MigrateCommand::Lint { .. } => lint_pending(ctx).await,
         MigrateCommand::Status => status(ctx).await,
         MigrateCommand::Plan => plan(ctx).await,
-        MigrateCommand::Run => apply(ctx).await,
+        MigrateCommand::Run { phase, actor } => apply(ctx, phase, actor.as_deref()).await,
+        MigrateCommand::Repair { actor } => repair(ctx, actor.as_deref()).await,
         MigrateCommand::Rollback { steps } => rollback(ctx, steps).await,
     }
 }
@@ -49,16 +57,27 @@ async fn pending_names(url: &DatabaseUrl) -> Result<Vec<String>, Failure> {
 async fn status(ctx: &Context) -> Result<Code, Failure> {
     let (url, _) = database(ctx)?;
     let all = migrations::status(&url).await?;
-    let pending = all.iter().filter(|m| !m.applied).count();
-    let doc = json!({"success": true, "data": {"env": ctx.env(), "database": url.database(), "migrations": all, "pending": pending}, "count": all.len()});
+    let count = |state: State| all.iter().filter(|m| m.state == state).count();
+    let pending = count(State::Pending);
+    let counts = json!({"applied": count(State::Applied), "pending": pending, "edited": count(State::Edited),
+        "missing": count(State::Missing), "unknown_history": count(State::UnknownHistory)});
+    let doc = json!({"success": true, "data": {"env": ctx.env(), "database": url.database(), "migrations": all,
+        "pending": pending, "states": counts}, "count": all.len()});
     ctx.out.emit(&doc, || {
         let mut s = String::new();
         for m in &all {
-            s.push_str(&format!("{} {}\n", if m.applied { "applied" } else { "pending" }, m.name));
+            let phase = if m.phase == Some(Phase::Contract) { " (contract)" } else { "" };
+            s.push_str(&format!("{} {}{phase}\n", m.state.as_str(), m.name));
+            if let Some(note) = &m.note {
+                s.push_str(&format!("  {note}\n"));
+            }
         }
         s.push_str(&format!(
-            "{} applied, {pending} pending in {} ({})\n",
-            all.len() - pending,
+            "{} applied, {pending} pending, {} edited, {} missing, {} unknown history in {} ({})\n",
+            count(State::Applied),
+            count(State::Edited),
+            count(State::Missing),
+            count(State::UnknownHistory),
             url.database(),
             ctx.env()
         ));
@@ -140,21 +159,30 @@ async fn lint_pending(ctx: &Context) -> Result<Code, Failure> {
     Ok(report_lint(ctx, &migrations::lint(Some(&pending)), "pending"))
 }
 
-/// `run`: creates the database where allowed, lints where the policy says
-/// so, confirms, then applies every pending migration.
-async fn apply(ctx: &Context) -> Result<Code, Failure> {
+/// `run`: creates the database where allowed, refuses over drift where the
+/// policy says so, lints where it says so, confirms, then applies the pending
+/// migrations of `phase` and adopts unrecorded history.
+async fn apply(ctx: &Context, phase: PhaseArg, actor: Option<&str>) -> Result<Code, Failure> {
     let (url, limits) = database(ctx)?;
     if ctx.config.settings.database.create_if_missing && migrations::create_database_if_missing(&url).await? {
         ctx.out.progress(0, "").println(format!("created database {}", url.database()));
     }
-    let pending = pending_names(&url).await?;
-    if pending.is_empty() {
-        let doc =
-            json!({"success": true, "data": {"env": ctx.env(), "applied": Vec::<MigrationInfo>::new()}, "count": 0});
-        ctx.out.emit(&doc, || format!("{} is up to date ({})", url.database(), ctx.env()));
-        return Ok(Code::Ok);
-    }
-    if lints_before_run(ctx) {
+    let phase = match phase {
+        PhaseArg::Expand => Phase::Expand,
+        PhaseArg::Contract => Phase::Contract,
+    };
+    let policy = &ctx.config.settings.policy;
+    let options = RunOptions {
+        actor: migrations::actor(actor),
+        phase,
+        refuse_drift: policy.refuse_migration_drift,
+        build_version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    let all = migrations::status(&url).await?;
+    let takes =
+        |m: &&MigrationInfo| m.state == State::Pending && (phase == Phase::Contract || m.phase == Some(Phase::Expand));
+    let pending: Vec<String> = all.iter().filter(takes).map(|m| m.name.clone()).collect();
+    if !pending.is_empty() && lints_before_run(ctx) {
         let linted = migrations::lint(Some(&pending));
         if refused(&linted) > 0 {
             report_lint(ctx, &linted, "pending");
@@ -164,11 +192,82 @@ async fn apply(ctx: &Context) -> Result<Code, Failure> {
             ));
         }
     }
-    ctx.confirm(&format!("Apply {} migration(s) to {}", pending.len(), url.database()))?;
+    // Over drift a careful environment refuses anyway: no question first.
+    let refuses_drift = policy.refuse_migration_drift && all.iter().any(|m| m.drift);
+    if !pending.is_empty() && !refuses_drift {
+        ctx.confirm(&format!("Apply {} migration(s) to {}", pending.len(), url.database()))?;
+    }
     let bar = ctx.out.progress(pending.len() as u64, "migrating");
-    let applied = migrations::run(&url, limits, on_each(&bar, "applied")).await;
+    let report = migrations::apply(&url, limits, &Catalog::embedded(), options, on_each(&bar, "applied")).await;
     bar.finish_and_clear();
-    report_done(ctx, &url, "applied", "to", &applied?);
+    let report = match report {
+        Ok(report) => report,
+        Err(RunError::Refused(why)) => return Err(Failure::new(Code::CheckFailed, why)),
+        Err(RunError::Store(e)) => return Err(e.into()),
+    };
+    let doc = json!({"success": true, "data": {"env": ctx.env(), "phase": phase, "applied": report.applied,
+        "waiting": report.waiting, "adopted": report.adopted, "drift": report.drift}, "count": report.applied.len()});
+    ctx.out.emit(&doc, || {
+        let mut text = String::new();
+        for m in &report.applied {
+            text += &format!("applied {}\n", m.name);
+        }
+        for m in &report.adopted {
+            text += &format!("adopted {}: {}\n", m.name, m.note.as_deref().unwrap_or_default());
+        }
+        for m in &report.drift {
+            text += &format!("warning {} {}: {}\n", m.state.as_str(), m.name, m.note.as_deref().unwrap_or_default());
+        }
+        if report.applied.is_empty() {
+            text += &format!("{} is up to date ({})", url.database(), ctx.env());
+        } else {
+            text += &format!("{} migration(s) applied to {} ({})", report.applied.len(), url.database(), ctx.env());
+        }
+        if !report.waiting.is_empty() {
+            let names: Vec<&str> = report.waiting.iter().map(|m| m.name.as_str()).collect();
+            text += &format!(
+                "\n{} contract migration(s) wait ({}): `atelier migrate run --phase contract` applies them once no \
+                 live slot runs an older version",
+                names.len(),
+                names.join(", ")
+            );
+        }
+        text
+    });
+    Ok(Code::Ok)
+}
+
+/// `repair`: confirms, then re-records this build's checksums for every
+/// edited or unrecorded migration, a row of audit each.
+async fn repair(ctx: &Context, actor: Option<&str>) -> Result<Code, Failure> {
+    let (url, limits) = database(ctx)?;
+    let todo = migrations::repairable(&url).await?;
+    if !todo.is_empty() {
+        let names: Vec<&str> = todo.iter().map(|m| m.name.as_str()).collect();
+        ctx.confirm_destructive(&format!(
+            "Re-record the checksums of {} migration(s) of {} ({})",
+            todo.len(),
+            url.database(),
+            names.join(", ")
+        ))?;
+    }
+    let repaired = migrations::repair(&url, limits, &migrations::actor(actor)).await?;
+    let doc = json!({"success": true, "data": {"env": ctx.env(), "repaired": repaired}, "count": repaired.len()});
+    ctx.out.emit(&doc, || {
+        let mut text = String::new();
+        for r in &repaired {
+            text += &format!(
+                "repaired {} (was {}): up.sql {} -> {}, down.sql {} -> {}\n",
+                r.name,
+                r.was.as_str(),
+                r.old_up_sha256.as_deref().unwrap_or("none"),
+                r.new_up_sha256,
+                r.old_down_sha256.as_deref().unwrap_or("none"),
+                r.new_down_sha256
+            );
+        }
+        text + &format!("{} migration(s) re-recorded in {} ({})", repaired.len(), url.database(), ctx.env())
+    });
     Ok(Code::Ok)
 }
 

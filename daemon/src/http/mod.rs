@@ -257,9 +257,28 @@ async fn ready(State(shared): State<Arc<Shared>>) -> Response {
     }
     match migrations::status(shared.db.url()).await {
         Ok(all) => {
-            let pending: Vec<_> = all.iter().filter(|m| !m.applied).map(|m| m.name.clone()).collect();
-            ok &= pending.is_empty();
-            checks.insert("migrations".into(), json!({"ok": pending.is_empty(), "pending": pending}));
+            // Pending expand migrations: not ready. A pending contract one waits
+            // for the old slot to go, so it must not hold the new one back. An
+            // applied migration this build does not know is fine when it is an
+            // expand (a newer version's, while this old slot still serves), not
+            // when it is a contract one (phase from our record of it).
+            use atelier_domain::rules::{migration_integrity::State, migration_lint::Phase};
+            let names = |f: &dyn Fn(&migrations::MigrationInfo) -> bool| -> Vec<String> {
+                all.iter().filter(|m| f(m)).map(|m| m.name.clone()).collect()
+            };
+            let pending = names(&|m| m.state == State::Pending && m.phase != Some(Phase::Contract));
+            let contract = names(&|m| m.state == State::Missing && m.phase == Some(Phase::Contract));
+            let fine = pending.is_empty() && contract.is_empty();
+            ok &= fine;
+            let mut check = json!({"ok": fine, "pending": pending});
+            if !contract.is_empty() {
+                check["reason"] = json!(format!(
+                    "contract migration(s) {} applied by a newer version: this build may use what they removed",
+                    contract.join(", ")
+                ));
+                check["unknown_contract"] = json!(contract);
+            }
+            checks.insert("migrations".into(), check);
         }
         Err(e) => {
             ok = false;

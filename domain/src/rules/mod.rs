@@ -4,6 +4,7 @@
 
 pub mod costing;
 pub mod intent;
+pub mod migration_integrity;
 pub mod migration_lint;
 pub mod money;
 pub mod notifications;

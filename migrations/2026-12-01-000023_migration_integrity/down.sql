@@ -1,0 +1,2 @@
+DROP TABLE atelier_migration_repairs;
+DROP TABLE atelier_migrations;
