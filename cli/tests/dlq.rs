@@ -172,7 +172,6 @@ async fn a_replay_that_fails_again_is_linked_to_the_letter_it_came_from() {
     let dir = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../environments"));
     let resolved = config::load_with(&dir, "test", &vars).unwrap();
     let settings = resolved.settings.clone();
-    let app = App::start(resolved, Roles { http: false, events: true }).await.expect("atelierd starts");
 
     // A letter whose event no build handles (version 9): its replay fails again at once.
     let event_id = Uuid::now_v7();
@@ -184,6 +183,23 @@ async fn a_replay_that_fails_again_is_linked_to_the_letter_it_came_from() {
     let mut original = letter("production", Some("sale.created"), &serde_json::to_vec(&body).unwrap());
     original.event_id = Some(event_id);
     let first = store(&db, &original).await;
+
+    // Before the namespace's queues exist, a replay would be dropped by the
+    // broker (and still confirmed): refused, and the letter stays waiting.
+    let out = atelier(&db, true, &["dlq", "replay", &first.to_string()], &vars);
+    assert_eq!(code(&out), 5, "{}", text(&out));
+    assert!(text(&out).contains("does not exist"), "{}", text(&out));
+    let shown = doc(&atelier(&db, true, &["dlq", "show", &first.to_string()], &vars));
+    assert_eq!(shown["data"]["status"], "dead", "{shown}");
+
+    let app = App::start(resolved, Roles { http: false, events: true }).await.expect("atelierd starts");
+    let metrics = app.shared.metrics.clone();
+    eventually(Duration::from_secs(30), "atelierd's consumers run", || async {
+        use std::sync::atomic::Ordering::Relaxed;
+        metrics.broker_connected.load(Relaxed)
+            && metrics.consumers_running.load(Relaxed) >= metrics.consumers_expected.load(Relaxed)
+    })
+    .await;
 
     let out = atelier(&db, true, &["dlq", "replay", &first.to_string()], &vars);
     assert_eq!(code(&out), 0, "{}", text(&out));

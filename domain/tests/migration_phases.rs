@@ -149,3 +149,34 @@ async fn a_fresh_run_records_every_migration_with_checksums_actor_and_duration()
     migrations::run(db.url(), LIMITS, |_| {}).await.unwrap();
     assert!(migrations::status(db.url()).await.unwrap().iter().all(|m| m.state == State::Applied));
 }
+
+#[tokio::test]
+async fn a_no_transaction_migration_runs_outside_a_transaction() {
+    let db = TestDb::new().await;
+    let dir = catalog_dir("no-transaction");
+    // CREATE INDEX CONCURRENTLY fails inside a transaction block: it builds
+    // here only because the file says it runs outside one.
+    let name = "2099-01-01-000003_index_sales_notes";
+    std::fs::create_dir_all(dir.join(name)).unwrap();
+    std::fs::write(
+        dir.join(name).join("up.sql"),
+        "-- atelier:no-transaction\nCREATE INDEX CONCURRENTLY sales_notes_idx ON sales (notes);\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join(name).join("down.sql"), "DROP INDEX sales_notes_idx;\n").unwrap();
+    exec(&db, "CREATE TABLE legacy_note (id BIGINT PRIMARY KEY)").await;
+    let catalog = Catalog::from_dir(&dir);
+    let report = migrations::apply(db.url(), LIMITS, &catalog, options(Phase::Expand), |_| {}).await.unwrap();
+    assert!(report.applied.iter().any(|m| m.name == name), "{report:?}");
+    assert!(table_exists(&db, "sales_notes_idx").await);
+
+    // The same statement without the directive is refused by PostgreSQL: no index.
+    let db = TestDb::new().await;
+    exec(&db, "CREATE TABLE legacy_note (id BIGINT PRIMARY KEY)").await;
+    std::fs::write(dir.join(name).join("up.sql"), "CREATE INDEX CONCURRENTLY sales_notes_idx ON sales (notes);\n")
+        .unwrap();
+    let err = migrations::apply(db.url(), LIMITS, &catalog, options(Phase::Expand), |_| {}).await.unwrap_err();
+    assert!(format!("{err}").contains("transaction block"), "{err}");
+    assert!(!table_exists(&db, "sales_notes_idx").await);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -226,6 +226,24 @@ impl Topology {
         Ok(drift)
     }
 
+    /// Whether the broker has the queue `name` (a passive declare on a fresh
+    /// channel; a 404 closes that channel only). A message published through
+    /// the default exchange to a queue that does not exist is dropped by the
+    /// broker and still confirmed, so a publisher that must not lose it asks first.
+    pub async fn queue_exists(&self, conn: &Connection, name: &str, timeout: Duration) -> Result<bool, BusError> {
+        let ch = channel(conn, timeout).await?;
+        let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+        let declared = ch.queue_declare(name.into(), passive, lapin::types::FieldTable::default());
+        match with_timeout(timeout, "passive declare", async { declared.await.map_err(BusError::from) }).await {
+            Ok(_) => {
+                let _ = ch.close(200, "OK".into()).await;
+                Ok(true)
+            }
+            Err(e) if e.reply_code() == Some(404) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Deletes every queue and exchange of this topology (tests, teardown).
     pub async fn delete(&self, conn: &Connection, timeout: Duration) -> Result<(), BusError> {
         for d in self.declarations() {

@@ -175,12 +175,13 @@ pub const RULES: &[Rule] = &[
     ),
     error(
         "enum-value-used",
-        "a value added by ALTER TYPE ... ADD VALUE cannot be used in the same transaction",
-        "use the new value in a later migration, or run this one with -- atelier:no-transaction",
+        "a value added by ALTER TYPE ... ADD VALUE cannot be used in the same transaction (a file runs as one)",
+        "use the new value in a later migration",
     ),
     error(
         "needs-no-transaction",
-        "CONCURRENTLY and VACUUM cannot run inside a transaction block, and migrations run in one by default",
+        "CONCURRENTLY and VACUUM cannot run inside a transaction block: a migration runs in one by default, \
+         and a file of several statements runs as one even with -- atelier:no-transaction",
         "put the statement alone in a file that says -- atelier:no-transaction",
     ),
     error(
@@ -300,12 +301,17 @@ pub fn lint(sql: &str) -> Vec<Finding> {
         for id in rules_of(&s.text, &file) {
             found.push((s.line, id, short(s)));
         }
-        if file.in_transaction && new_enum_values.iter().any(|v| s.text.contains(v.as_str())) {
+        if new_enum_values.iter().any(|v| s.text.contains(v.as_str())) {
             found.push((s.line, "enum-value-used", short(s)));
         }
         if let Some(value) = added_enum_value(&s.text) {
             new_enum_values.push(value);
         }
+    }
+    if d.no_transaction
+        && let Some(second) = statements.get(1)
+    {
+        found.push((second.line, "needs-no-transaction", short(second)));
     }
     let sets: Vec<&Statement> = statements.iter().filter(|s| is_session_setting(&s.text)).collect();
     if let Some(first) = sets.first()
@@ -738,7 +744,7 @@ mod tests {
         (
             "enum-value-used",
             "ALTER TYPE sale_status ADD VALUE 'void';\nUPDATE sales SET status = 'void' WHERE id = 1;",
-            "-- atelier:no-transaction\nALTER TYPE sale_status ADD VALUE 'void';\nUPDATE sales SET status = 'void' WHERE id = 1;",
+            "ALTER TYPE sale_status ADD VALUE 'void';\nUPDATE sales SET status = 'final' WHERE id = 1;",
         ),
         (
             "needs-no-transaction",
@@ -837,6 +843,14 @@ mod tests {
             ALTER TABLE things ADD CONSTRAINT c CHECK (id > 0);\nALTER TABLE things RENAME TO stuff;\n\
             UPDATE things SET id = 1;\nDELETE FROM things;";
         assert!(rules(new_table).is_empty(), "{:?}", lint(new_table));
+    }
+
+    #[test]
+    fn a_no_transaction_file_holds_one_statement() {
+        let two = "-- atelier:no-transaction\nCREATE INDEX CONCURRENTLY a ON sales (notes);\nSELECT 1;";
+        let found = lint(two);
+        assert_eq!((found[0].rule, found[0].line), ("needs-no-transaction", 3), "{found:?}");
+        assert!(rules("-- atelier:no-transaction\nCREATE INDEX CONCURRENTLY a ON sales (notes);").is_empty());
     }
 
     #[test]

@@ -182,16 +182,52 @@ impl Catalog {
                         (read("up.sql"), read("down.sql"))
                     }
                 };
+                let said = directives(&up);
                 let known = Known {
                     version: migration.name().version().to_string(),
                     name,
                     up_sha256: integrity::checksum(&up),
                     down_sha256: integrity::checksum(&down),
-                    phase: directives(&up).phase,
+                    phase: said.phase,
                 };
+                let migration: Box<dyn Migration<Pg>> =
+                    if said.no_transaction { Box::new(OutsideTransaction(migration)) } else { migration };
                 Ok(MigrationFile { migration, known })
             })
             .collect()
+    }
+}
+
+/// A migration whose file says `-- atelier:no-transaction`: applied as
+/// written, outside a transaction, because `CREATE INDEX CONCURRENTLY` and
+/// its kin refuse to run inside one. PostgreSQL still runs a file of several
+/// statements as one implicit transaction, so such a file holds one statement
+/// (the lint's `needs-no-transaction` says so).
+struct OutsideTransaction(Box<dyn Migration<Pg>>);
+
+struct NoTransaction;
+
+impl diesel::migration::MigrationMetadata for NoTransaction {
+    fn run_in_transaction(&self) -> bool {
+        false
+    }
+}
+
+impl Migration<Pg> for OutsideTransaction {
+    fn run(&self, conn: &mut dyn diesel::connection::BoxableConnection<Pg>) -> diesel::migration::Result<()> {
+        self.0.run(conn)
+    }
+
+    fn revert(&self, conn: &mut dyn diesel::connection::BoxableConnection<Pg>) -> diesel::migration::Result<()> {
+        self.0.revert(conn)
+    }
+
+    fn metadata(&self) -> &dyn diesel::migration::MigrationMetadata {
+        &NoTransaction
+    }
+
+    fn name(&self) -> &dyn diesel::migration::MigrationName {
+        self.0.name()
     }
 }
 

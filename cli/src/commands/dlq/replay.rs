@@ -61,6 +61,27 @@ pub async fn run(
     let amqp = bus::connect(&url, "atelier dlq replay", settings.amqp.connect_timeout).await?;
     let timeout = settings.amqp.publish_timeout;
     let channel = bus::confirm_channel(&amqp, timeout).await?;
+    // The broker drops (and still confirms) a message for a queue that does
+    // not exist: check every target queue first, so nothing is marked
+    // replayed that went nowhere.
+    let mut targets: Vec<String> = candidates
+        .iter()
+        .filter(|l| topology.handler(&l.handler).is_some())
+        .map(|l| topology.handler_queue(&l.handler))
+        .collect();
+    targets.sort();
+    targets.dedup();
+    for queue in &targets {
+        if !topology.queue_exists(&amqp, queue, timeout).await? {
+            return Err(Failure::new(
+                Code::CheckFailed,
+                format!(
+                    "queue {queue} does not exist in RabbitMQ, so a replay would be lost: declare the topology \
+                     (`atelier topology apply`, or start atelierd) and replay again; nothing was replayed"
+                ),
+            ));
+        }
+    }
     let mut pace = rate.filter(|r| *r > 0).map(|r| tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(r))));
     let bar = ctx.out.progress(candidates.len() as u64, "replaying");
     let (mut replayed, mut skipped) = (Vec::new(), 0usize);
