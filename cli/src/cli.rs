@@ -120,9 +120,10 @@ pub enum EnvCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum MigrateCommand {
-    /// Each migration's state: applied, pending, edited (after it was applied), missing (applied by a newer version) or unknown history.
+    /// Each migration's state: applied, pending, edited (after it was applied), missing (applied by a newer version) or unknown history; exit 5 on drift.
+    #[command(after_help = "Exit 5 when a migration is edited, missing or applied unrecorded (drift), 0 otherwise.")]
     Status,
-    /// What `migrate run` would apply: the pending migrations in order, their lint findings and SQL; changes nothing.
+    /// What `migrate run` would apply: each pending statement with the lock it takes, whether it rewrites or scans the table, the table's live size and rows, its phase; lint findings and SQL. Changes nothing.
     Plan,
     /// Find destructive or locking statements in the pending migrations (`--all`: every one); exit 5 on any a file does not allow.
     #[command(after_help = "Rules: drop-table, drop-column, rename, truncate, column-type, set-not-null, \
@@ -151,6 +152,31 @@ or, with --phase contract, while a live deployment slot runs a version older tha
         /// Who applies, recorded with the host name. Default: $USER (or $LOGNAME).
         #[arg(long)]
         actor: Option<String>,
+        /// While another migrator holds the migration lock, wait up to this long (e.g. 5m) for it; default: exit 7 at once, naming the holder.
+        #[arg(long, value_name = "DURATION", value_parser = duration)]
+        wait: Option<humantime::Duration>,
+    },
+    /// Create migrations/<date>-<seq>_<NAME>/{up,down}.sql with the phase header, for a new migration.
+    #[command(after_help = "Examples:
+  atelier migrate new add_sales_note                  an expand migration (the default)
+  atelier migrate new drop_sales_legacy --phase contract
+  atelier migrate new sales_note_index --no-transaction   for CREATE INDEX CONCURRENTLY
+  atelier -o json migrate new add_sales_note          {\"data\": {\"name\", \"up\", \"down\", ...}}
+
+The sequence number is one more than the highest in the directory. Exit 2 when NAME is not \
+lower-case letters, digits and underscores, 1 when the directory cannot be written.")]
+    New {
+        /// What the migration does, in lower-case snake_case (`add_sales_note`).
+        name: String,
+        /// `expand` (default): additive, applied by `migrate run`; `contract`: removals, applied by `--phase contract`.
+        #[arg(long, value_enum, default_value_t = PhaseArg::Expand)]
+        phase: PhaseArg,
+        /// Mark it `-- atelier:no-transaction` (one statement, such as CREATE INDEX CONCURRENTLY).
+        #[arg(long)]
+        no_transaction: bool,
+        /// The migrations directory.
+        #[arg(long, value_name = "DIR", default_value = "migrations")]
+        dir: std::path::PathBuf,
     },
     /// Re-record this build's checksums for edited or unrecorded migrations, after a human has looked; audited. Asks first unless --yes.
     Repair {

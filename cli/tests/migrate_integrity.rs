@@ -33,8 +33,12 @@ impl Env {
     }
     fn status(&self) -> Value {
         let out = self.run("test", &["migrate", "status"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        json(&out)
+        let doc = json(&out);
+        // Exit 5 exactly when something drifted (edited, missing, applied unrecorded).
+        let drift = doc["data"]["migrations"].as_array().unwrap().iter().any(|m| m["drift"] == true);
+        assert_eq!(doc["data"]["drift"], drift, "{doc}");
+        assert_eq!(out.status.code(), Some(if drift { 5 } else { 0 }), "{}", String::from_utf8_lossy(&out.stderr));
+        doc
     }
     fn state_of(&self, version: &str) -> Value {
         let doc = self.status();
