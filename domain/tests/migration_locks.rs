@@ -317,6 +317,13 @@ async fn an_expand_migration_on_a_200k_row_table_costs_a_steady_writer_no_error(
     assert!(
         holds(&db, "SELECT indisvalid AS found FROM pg_index WHERE indexrelid = 'ledger_memo_idx'::regclass").await
     );
+    // What `migrate plan` shows of it: the table's live size and rows, an index resolved to its table.
+    let sizes = migrations::relation_sizes(db.url(), vec!["ledger".into(), "ledger_memo_idx".into(), "nope".into()])
+        .await
+        .unwrap();
+    let found: Vec<(&str, &str)> = sizes.iter().map(|s| (s.name.as_str(), s.table.as_str())).collect();
+    assert_eq!(found, [("ledger", "ledger"), ("ledger_memo_idx", "ledger")]);
+    assert!(sizes[0].total_bytes > 1_000_000 && sizes[0].estimated_rows.is_some_and(|r| r > 100_000), "{sizes:?}");
     let w = writes.lock().unwrap();
     assert!(w.errors.is_empty(), "the writer saw errors: {:?}", w.errors);
     let mut sorted = w.latencies.clone();

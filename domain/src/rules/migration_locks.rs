@@ -152,13 +152,12 @@ pub fn classify(statement: &str) -> LockInfo {
             None => LockInfo::none(),
         },
         ("LOCK", _) => {
-            let Some((at, t)) = name_after(1, &["TABLE", "ONLY"]) else { return LockInfo::none() };
+            let Some((_, t)) = name_after(1, &["TABLE", "ONLY"]) else { return LockInfo::none() };
             let mode = upper.iter().position(|w| w == "IN").and_then(|i| {
                 let end = upper.iter().position(|w| w == "MODE").unwrap_or(upper.len());
                 let mode: Vec<&str> = upper[i + 1..end.max(i + 1)].iter().map(String::as_str).collect();
                 LockMode::parse(&mode)
             });
-            let _ = at;
             LockInfo::on(&t, mode.unwrap_or(AccessExclusive), Catalog)
         }
         ("VACUUM", _) => {
@@ -263,9 +262,11 @@ fn alter_table(words: &[&str], upper: &[String]) -> LockInfo {
             take(ShareUpdateExclusive, Catalog);
         } else if a.starts_with("SET LOGGED") || a.starts_with("SET UNLOGGED") || a.starts_with("SET TABLESPACE") {
             take(AccessExclusive, Rewrite);
-        } else if a.starts_with("SET (") || a.starts_with("RESET (") || a.starts_with("SET WITHOUT CLUSTER") {
-            take(ShareUpdateExclusive, Catalog);
-        } else if a.starts_with("CLUSTER ON") {
+        } else if a.starts_with("SET (")
+            || a.starts_with("RESET (")
+            || a.starts_with("SET WITHOUT CLUSTER")
+            || a.starts_with("CLUSTER ON")
+        {
             take(ShareUpdateExclusive, Catalog);
         } else if a.starts_with("ENABLE") || a.starts_with("DISABLE") {
             take(ShareRowExclusive, Catalog);
@@ -302,18 +303,20 @@ mod tests {
     use Effect::*;
     use LockMode::*;
 
-    fn of(sql: &str) -> (Option<String>, Option<LockMode>, Effect) {
+    type Case = (Option<String>, Option<LockMode>, Effect);
+
+    fn of(sql: &str) -> Case {
         let i = classify(sql);
         (i.relation, i.lock, i.effect)
     }
 
-    fn on(t: &str, l: LockMode, e: Effect) -> (Option<String>, Option<LockMode>, Effect) {
+    fn on(t: &str, l: LockMode, e: Effect) -> Case {
         (Some(t.to_owned()), Some(l), e)
     }
 
     #[test]
     fn each_kind_of_statement_takes_the_lock_postgresql_documents() {
-        let cases: &[(&str, (Option<String>, Option<LockMode>, Effect))] = &[
+        let cases: &[(&str, Case)] = &[
             ("ALTER TABLE sales ADD COLUMN note TEXT", on("sales", AccessExclusive, Catalog)),
             ("alter table sales add column kind text default 'a'", on("sales", AccessExclusive, Catalog)),
             (
