@@ -166,15 +166,17 @@ async fn plan(ctx: &Context) -> Result<Code, Failure> {
                 let relation = lock.relation.unwrap_or_default();
                 let size = match sizes.iter().find(|s| s.name == relation) {
                     Some(s) => format!(
-                        "{} {}, ~{} rows",
+                        "{} ({}, {})",
                         s.table,
                         human_bytes(s.total_bytes),
-                        s.estimated_rows.map(|r| r.to_string()).unwrap_or_else(|| "? (never analyzed)".into())
+                        s.estimated_rows
+                            .map(|r| format!("~{r} rows"))
+                            .unwrap_or_else(|| "rows unknown: never analyzed".into())
                     ),
                     None => format!("{relation} (not in the database yet)"),
                 };
                 text += &format!(
-                    "--   line {line}: {} on {size}; {} (blocks {})\n",
+                    "--   line {line}: {} on {size}; {}; blocks {}\n",
                     mode.as_str(),
                     lock.effect.as_str(),
                     mode.blocks()

@@ -40,9 +40,9 @@ impl LockMode {
     pub fn blocks(self) -> &'static str {
         match self {
             LockMode::AccessShare | LockMode::RowShare | LockMode::RowExclusive => "only schema changes",
-            LockMode::ShareUpdateExclusive => "schema changes and vacuum, not reads or writes",
-            LockMode::Share | LockMode::ShareRowExclusive => "writes (reads go on)",
-            LockMode::Exclusive => "writes and SELECT ... FOR UPDATE (plain reads go on)",
+            LockMode::ShareUpdateExclusive => "schema changes and vacuum; reads and writes go on",
+            LockMode::Share | LockMode::ShareRowExclusive => "writes; reads go on",
+            LockMode::Exclusive => "writes and SELECT ... FOR UPDATE; plain reads go on",
             LockMode::AccessExclusive => "every read and write",
         }
     }
@@ -175,6 +175,21 @@ pub fn classify(statement: &str) -> LockInfo {
             Some((_, v)) => LockInfo::on(&v, if has("CONCURRENTLY") { Exclusive } else { AccessExclusive }, Rewrite),
             None => LockInfo::none(),
         },
+        ("DROP", "TRIGGER") => {
+            let Some(on) = upper.iter().position(|w| w == "ON") else { return LockInfo::none() };
+            match name_after(on + 1, &[]) {
+                Some((_, t)) => LockInfo::on(&t, AccessExclusive, Catalog),
+                None => LockInfo::none(),
+            }
+        }
+        // A new table's foreign key locks the table it references against writes, briefly.
+        ("CREATE", "TABLE") | ("CREATE", "UNLOGGED") if has("REFERENCES") => {
+            let at = upper.iter().position(|w| w == "REFERENCES").unwrap_or_default();
+            match name_after(at + 1, &[]) {
+                Some((_, t)) => LockInfo::on(&t, ShareRowExclusive, Catalog),
+                None => LockInfo::none(),
+            }
+        }
         ("CREATE", "TRIGGER") | ("CREATE", "OR") if has("TRIGGER") => {
             let Some(on) = upper.iter().position(|w| w == "ON") else { return LockInfo::none() };
             match name_after(on + 1, &[]) {
@@ -370,6 +385,11 @@ mod tests {
             ("DELETE FROM outbox", on("outbox", RowExclusive, Scan)),
             ("INSERT INTO roles (name) VALUES ('a')", on("roles", RowExclusive, Rows)),
             ("CREATE TABLE t (id BIGINT PRIMARY KEY)", (None, None, Catalog)),
+            (
+                "CREATE TABLE t (id BIGINT PRIMARY KEY, business_id BIGINT NOT NULL REFERENCES businesses(id))",
+                on("businesses", ShareRowExclusive, Catalog),
+            ),
+            ("DROP TRIGGER outbox_notify ON outbox", on("outbox", AccessExclusive, Catalog)),
             ("ALTER TYPE channel ADD VALUE 'sms'", (None, None, Catalog)),
         ];
         for (sql, want) in cases {
