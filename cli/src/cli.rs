@@ -126,8 +126,9 @@ pub enum MigrateCommand {
     /// What `migrate run` would apply: each pending statement with the lock it takes, whether it rewrites or scans the table, the table's live size and rows, its phase; lint findings and SQL. Changes nothing.
     Plan,
     /// Find destructive or locking statements in the pending migrations (`--all`: every one); exit 5 on any a file does not allow.
-    #[command(after_help = "Rules: drop-table, drop-column, rename, truncate, column-type, set-not-null, \
-index-lock (CREATE INDEX without CONCURRENTLY), validate-lock (a new FOREIGN KEY or CHECK without NOT VALID). \
+    #[command(after_help = "Rules (each with its id, reason and the safe way in the README's table, \
+\"atelier migrate lint\"): drop-table, drop-column, rename, column-type, set-not-null, index-lock, \
+validate-lock, unique-without-index, volatile-default, whole-table-backfill, ... \
 Statements on a table the same file creates are fine. A file allows a rule with a line \
 `-- atelier:allow <rule>: <reason>`. `migrate run` lints first where policy.lint_before_migrate is set \
 (staging and production).")]
@@ -143,7 +144,16 @@ Statements on a table the same file creates are fine. A file allows a rule with 
     #[command(
         after_help = "Exit 5, applying nothing, when policy.refuse_migration_drift is set (staging, production) \
 and a migration was edited after it was applied, is applied but unknown to this build, or was applied unrecorded; \
-or, with --phase contract, while a live deployment slot runs a version older than this build."
+or, with --phase contract, while a live deployment slot runs a version older than this build. \
+Exit 7 while another migrator holds the migration lock (named: command, pid, host), at once or after --wait. \
+A migration that hits database.migration_lock_timeout is rolled back and retried \
+(database.migration_lock_retries), each wait said on stderr with the sessions that blocked it.
+
+Examples:
+  atelier --env staging migrate run              expand migrations; exit 7 if the lock is held
+  atelier --env production migrate run --wait 5m  wait up to 5 minutes for another migrator
+  atelier --env production migrate run --phase contract
+  atelier -o json migrate run                     data: applied, waiting, drift, lock_waits"
     )]
     Run {
         /// `expand` (default): contract migrations wait; `contract`: apply them too, once no live slot runs an older version.
