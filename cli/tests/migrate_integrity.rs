@@ -174,8 +174,7 @@ async fn contract_is_a_phase_run_accepts() {
     assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
 }
 
-/// The migration lock's key (`store::migrations`), as a second migrator would take it.
-const MIGRATION_LOCK: i64 = 0x0061_7465_6c69_6572;
+use atelier_domain::store::migrations::MIGRATION_LOCK;
 
 #[derive(diesel::QueryableByName)]
 struct Count {

@@ -62,8 +62,9 @@ pub fn lint(names: Option<&[String]>) -> Vec<(String, Vec<crate::rules::migratio
         .collect()
 }
 
-/// The advisory lock key every migrator takes ("atelier_migrate").
-const MIGRATION_LOCK: i64 = 0x0061_7465_6c69_6572;
+/// The advisory lock key every migrator takes ("atelier_migrate"); its
+/// holder is found in `pg_locks` as classid = the high 32 bits, objid = the low.
+pub const MIGRATION_LOCK: i64 = 0x0061_7465_6c69_6572;
 
 type Wrapper = AsyncConnectionWrapper<AsyncPgConnection>;
 
