@@ -19,6 +19,8 @@ pub enum Code {
     CheckFailed = 5,
     /// A change to a protected environment was not confirmed.
     NotConfirmed = 6,
+    /// Another migrator holds the migration lock (`migrate run` without `--wait`, or past it).
+    Busy = 7,
 }
 
 impl From<Code> for std::process::ExitCode {

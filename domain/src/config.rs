@@ -61,6 +61,20 @@ pub struct DatabaseSettings {
     pub migration_lock_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub migration_statement_timeout: Duration,
+    /// How many times `migrate run` retries a migration whose statement hit
+    /// `migration_lock_timeout` (0: never), waiting longer each time.
+    #[serde(default = "default_migration_lock_retries")]
+    pub migration_lock_retries: u32,
+    /// The first wait before such a retry; doubled each time (capped at 30 s), with jitter.
+    #[serde(default = "default_migration_retry_delay", with = "humantime_serde")]
+    pub migration_retry_delay: Duration,
+}
+
+fn default_migration_lock_retries() -> u32 {
+    10
+}
+fn default_migration_retry_delay() -> Duration {
+    Duration::from_millis(500)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -6,6 +6,7 @@ pub mod costing;
 pub mod intent;
 pub mod migration_integrity;
 pub mod migration_lint;
+pub mod migration_locks;
 pub mod money;
 pub mod notifications;
 pub mod permissions;
