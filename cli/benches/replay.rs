@@ -8,7 +8,8 @@
 //! quorum queue of the same broker (time from its creation until the
 //! destination holds them all). Rounds alternate (`ATELIER_BENCH_ROUNDS`,
 //! default 3): the letters are set back to `dead` between rounds. Prints each
-//! round and the medians with the replay/shovel ratio. Needs the
+//! round and the medians with the replay/shovel ratio. `ATELIER_BENCH_ATELIER`
+//! names another `atelier` binary to measure. Needs the
 //! `rabbitmq_shovel` plugin enabled (ci/bench.d/replay enables it).
 
 use atelier_domain::bus::{self, AmqpUrl, Topology};
@@ -46,6 +47,9 @@ async fn depth(ch: &lapin::Channel, queue: &str) -> u64 {
 
 async fn run() {
     let n = env_n("ATELIER_BENCH_LETTERS", 100_000);
+    // The `atelier` of this build (release under `cargo bench`), or another
+    // binary to measure (`ATELIER_BENCH_ATELIER`).
+    let atelier = std::env::var("ATELIER_BENCH_ATELIER").unwrap_or_else(|_| env!("CARGO_BIN_EXE_atelier").to_owned());
     let rounds = env_n("ATELIER_BENCH_ROUNDS", 3).max(1);
     let db = TestDb::new().await;
     let ns = format!("bench-replay-{}", uuid::Uuid::now_v7().simple());
@@ -95,7 +99,7 @@ async fn run() {
         // The replay: the real CLI, release build.
         let started = Instant::now();
         let mut cmd = Command::new("/usr/bin/time");
-        cmd.args(["-f", "maxrss_kib=%M", env!("CARGO_BIN_EXE_atelier")])
+        cmd.args(["-f", "maxrss_kib=%M", &atelier])
             .args(["--env", "test", "-q", "--output", "json", "dlq", "replay", "--all", "--actor", "bench"])
             .current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."))
             .env_remove("ATELIER_ENV");

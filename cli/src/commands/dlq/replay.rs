@@ -20,13 +20,14 @@ use super::select;
 use crate::context::Context;
 use crate::exit::{Code, Failure};
 use atelier_domain::bus::{self, AmqpUrl, Topology, headers, publish::event_properties};
-use atelier_domain::store::PooledConn;
-use atelier_domain::store::dlq::{self, Filter, Replay};
+use atelier_domain::store::dlq::{self, ClaimedPage, Filter, Replay};
+use atelier_domain::store::{Db, PooledConn};
 use indicatif::ProgressBar;
 use lapin::PublisherConfirm;
 use serde_json::json;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 
 /// Letters claimed per page (one transaction each): what the replay holds in
 /// memory, whatever the number of letters.
@@ -41,6 +42,7 @@ const FINISH_EVERY: Duration = Duration::from_millis(250);
 
 pub async fn run(
     ctx: &Context,
+    db: &Db,
     conn: &mut PooledConn,
     filter: &Filter,
     dry_run: bool,
@@ -105,14 +107,16 @@ pub async fn run(
     }
     let mut pace = rate.filter(|r| *r > 0).map(|r| tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(r))));
     let bar = ctx.out.progress(total as u64, "replaying");
-    let queue_of = |h: &str| topology.handler(h).is_some().then(|| topology.handler_queue(h));
-    let mut window = Window::default();
-    let (mut after, mut skipped) = (0i64, 0usize);
+    // Three stages overlap, each on its own connection: the claimer claims
+    // the next page while this task publishes the current one, and the
+    // recorder commits confirmed batches meanwhile.
+    let (mut pages, claimer) = spawn_claimer(db.conn().await?, filter.clone(), actor.clone(), topology.clone());
+    let (done, recorder) = spawn_recorder(db.conn().await?);
+    let mut window = Window { done: Some(done), ..Default::default() };
+    let mut skipped = 0usize;
     let outcome: Result<(), Failure> = async {
-        loop {
-            let page = dlq::claim_replay_page(conn, filter, after, PAGE, &actor, queue_of).await?;
-            let Some(last) = page.last_id else { break };
-            after = last;
+        while let Some(page) = pages.recv().await {
+            let page = page?;
             for (id, handler) in &page.unroutable {
                 bar.println(format!("skipped {id}: no handler '{handler}' in this build"));
             }
@@ -142,7 +146,7 @@ pub async fn run(
                     window.settle_one(timeout, &bar).await?;
                 }
                 window.settle_ready(&bar)?;
-                window.record_if_due(conn, false).await?;
+                window.record_if_due(false).await;
             }
         }
         while !window.pending.is_empty() {
@@ -151,19 +155,72 @@ pub async fn run(
         Ok(())
     }
     .await;
-    // What the broker confirmed is recorded even when the run stops early.
-    let recorded = window.record_if_due(conn, true).await;
+    // Stop claiming (letters claimed and not published stay `replaying`: the
+    // next run resumes them), and record what the broker confirmed, even when
+    // the run stops early.
+    drop(pages);
+    claimer.abort();
+    window.record_if_due(true).await;
+    window.done = None;
+    let recorded = recorder.await.map_err(|e| Failure::new(Code::Failure, format!("recording replays: {e}")))?;
     if let Err(e) = outcome {
         bar.abandon();
         recorded?;
         return Err(e);
     }
-    recorded?;
+    let replayed = recorded?;
     bar.finish_and_clear();
-    let replayed = window.replayed;
     let doc = json!({"success": true, "data": {"replayed": replayed.len(), "skipped": skipped, "ids": replayed, "actor": actor}});
     ctx.out.emit(&doc, || format!("replayed {} dead letter(s), skipped {skipped}, as {actor}", replayed.len()));
     Ok(Code::Ok)
+}
+
+/// Claims pages on its own connection, one ahead of the publisher.
+fn spawn_claimer(
+    mut conn: PooledConn,
+    filter: Filter,
+    actor: String,
+    topology: Topology,
+) -> (mpsc::Receiver<Result<ClaimedPage, Failure>>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(1);
+    let task = tokio::spawn(async move {
+        let queue_of = |h: &str| topology.handler(h).is_some().then(|| topology.handler_queue(h));
+        let mut after = 0i64;
+        loop {
+            let page = dlq::claim_replay_page(&mut conn, &filter, after, PAGE, &actor, queue_of).await;
+            let page = match page {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = tx.send(Err(e.into())).await;
+                    return;
+                }
+            };
+            let Some(last) = page.last_id else { return };
+            after = last;
+            if tx.send(Ok(page)).await.is_err() {
+                return;
+            }
+        }
+    });
+    (rx, task)
+}
+
+/// The recorder's task: the letters it recorded `replayed`, or its error.
+type Recorder = tokio::task::JoinHandle<Result<Vec<i64>, Failure>>;
+
+/// Records confirmed batches `replayed` on its own connection; returns the
+/// letters it recorded, or the first error (after which it records nothing).
+fn spawn_recorder(mut conn: PooledConn) -> (mpsc::Sender<Vec<Replay>>, Recorder) {
+    let (tx, mut rx) = mpsc::channel::<Vec<Replay>>(4);
+    let task = tokio::spawn(async move {
+        let mut recorded = Vec::new();
+        while let Some(batch) = rx.recv().await {
+            dlq::finish_replays(&mut conn, &batch).await?;
+            recorded.extend(batch.iter().map(|r| r.dead_letter_id));
+        }
+        Ok(recorded)
+    });
+    (tx, task)
 }
 
 /// The publishes awaiting their confirm (oldest first) and the confirmed
@@ -173,7 +230,8 @@ struct Window {
     pending: VecDeque<(PublisherConfirm, Replay)>,
     confirmed: Vec<Replay>,
     last_record: Option<Instant>,
-    replayed: Vec<i64>,
+    /// To the recorder; `None` once closed.
+    done: Option<mpsc::Sender<Vec<Replay>>>,
 }
 
 impl Window {
@@ -206,20 +264,22 @@ impl Window {
         Ok(())
     }
 
-    /// Marks the confirmed letters `replayed`, in one transaction, once a
-    /// batch is full or has waited long enough (always with `force`).
-    async fn record_if_due(&mut self, conn: &mut PooledConn, force: bool) -> Result<(), Failure> {
+    /// Hands the confirmed letters to the recorder (one transaction per
+    /// batch) once a batch is full or has waited long enough (always with
+    /// `force`). A recorder that stopped has its error returned at the end.
+    async fn record_if_due(&mut self, force: bool) {
         if self.confirmed.is_empty() {
-            return Ok(());
+            return;
         }
         let started = *self.last_record.get_or_insert_with(Instant::now);
         if !force && self.confirmed.len() < FINISH_BATCH && started.elapsed() < FINISH_EVERY {
-            return Ok(());
+            return;
         }
-        dlq::finish_replays(conn, &self.confirmed).await?;
-        self.replayed.extend(self.confirmed.drain(..).map(|r| r.dead_letter_id));
+        let batch = std::mem::take(&mut self.confirmed);
+        if let Some(done) = &self.done {
+            let _ = done.send(batch).await;
+        }
         self.last_record = Some(Instant::now());
-        Ok(())
     }
 }
 
