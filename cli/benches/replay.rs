@@ -35,6 +35,7 @@ fn main() {
 struct Round {
     replay_per_s: f64,
     replay_rss_mib: f64,
+    replay_cpu_us: f64,
     shovel_per_s: f64,
 }
 
@@ -87,7 +88,10 @@ async fn run() {
     diesel::sql_query("VACUUM ANALYZE dead_letters").execute(&mut c).await.ok();
 
     println!("replay benchmark: {n} letters of ~1 KiB, {rounds} round(s), namespace {ns}");
-    println!("{:>5} {:>14} {:>10} {:>14} {:>7}", "round", "replay msg/s", "peak RSS", "shovel msg/s", "ratio");
+    println!(
+        "{:>6} {:>13} {:>10} {:>12} {:>13} {:>7}",
+        "round", "replay msg/s", "peak RSS", "CLI CPU/msg", "shovel msg/s", "ratio"
+    );
     let mut figures = Vec::new();
     for round in 1..=rounds {
         if round > 1 {
@@ -99,7 +103,7 @@ async fn run() {
         // The replay: the real CLI, release build.
         let started = Instant::now();
         let mut cmd = Command::new("/usr/bin/time");
-        cmd.args(["-f", "maxrss_kib=%M", &atelier])
+        cmd.args(["-f", "maxrss_kib=%M cpu_s=%U+%S", &atelier])
             .args(["--env", "test", "-q", "--output", "json", "dlq", "replay", "--all", "--actor", "bench"])
             .current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."))
             .env_remove("ATELIER_ENV");
@@ -110,12 +114,10 @@ async fn run() {
         let replay_s = started.elapsed().as_secs_f64();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "replay failed: {}{stderr}", String::from_utf8_lossy(&out.stdout));
-        let rss_kib: f64 = stderr
-            .lines()
-            .filter_map(|l| l.strip_prefix("maxrss_kib="))
-            .next_back()
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0);
+        let last = stderr.lines().rfind(|l| l.starts_with("maxrss_kib=")).unwrap_or("");
+        let field = |name: &str| last.split_whitespace().find_map(|f| f.strip_prefix(name)).unwrap_or("0");
+        let rss_kib: f64 = field("maxrss_kib=").parse().unwrap_or(0.0);
+        let cpu_s: f64 = field("cpu_s=").split('+').filter_map(|v| v.parse::<f64>().ok()).sum();
         assert_eq!(depth(&ch, &source).await, n, "every letter reached the queue");
 
         // The shovel moves the same messages, queue to queue, same broker.
@@ -148,11 +150,17 @@ async fn run() {
         assert!(set.wait().expect("rabbitmqctl").success(), "rabbitmqctl set_parameter shovel failed");
         let _ = Command::new("rabbitmqctl").args(["clear_parameter", "-q", "shovel", &name]).output();
         let shovel_per_s = (n - d0) as f64 / shovel_s;
-        let r = Round { replay_per_s: n as f64 / replay_s, replay_rss_mib: rss_kib / 1024.0, shovel_per_s };
+        let r = Round {
+            replay_per_s: n as f64 / replay_s,
+            replay_rss_mib: rss_kib / 1024.0,
+            replay_cpu_us: cpu_s * 1e6 / n as f64,
+            shovel_per_s,
+        };
         println!(
-            "{round:>5} {:>14.0} {:>7.1} MiB {:>14.0} {:>6.2}x",
+            "{round:>6} {:>13.0} {:>6.1} MiB {:>9.0} µs {:>13.0} {:>6.2}x",
             r.replay_per_s,
             r.replay_rss_mib,
+            r.replay_cpu_us,
             r.shovel_per_s,
             r.replay_per_s / r.shovel_per_s
         );
@@ -164,7 +172,8 @@ async fn run() {
         v[v.len() / 2]
     };
     let (rp, rss, sp) = (med(&|r| r.replay_per_s), med(&|r| r.replay_rss_mib), med(&|r| r.shovel_per_s));
-    println!("{:>5} {rp:>14.0} {rss:>7.1} MiB {sp:>14.0} {:>6.2}x", "median", rp / sp);
+    let cpu = med(&|r| r.replay_cpu_us);
+    println!("{:>6} {rp:>13.0} {rss:>6.1} MiB {cpu:>9.0} µs {sp:>13.0} {:>6.2}x", "median", rp / sp);
     topology.delete(&amqp, Duration::from_secs(30)).await.ok();
     ch.queue_delete(moved.as_str().into(), Default::default()).await.ok();
     amqp.close(200, "done".into()).await.ok();
