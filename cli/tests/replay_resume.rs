@@ -187,9 +187,10 @@ async fn a_replay_killed_mid_run_and_run_again_delivers_every_letter_under_its_o
     assert_eq!(seen.len(), LETTERS as usize, "every letter reached the queue");
     let twice = depth - LETTERS as usize;
     // Only letters in flight when the first run was killed (published, not yet
-    // recorded): at most a window of unconfirmed messages and a batch of
-    // confirmed ones not yet recorded.
-    assert!(twice <= 2000, "{twice} letters reached the queue twice");
+    // recorded) go out again: at most the window of unconfirmed messages
+    // (1000), the confirmed batch being filled (500), the two batches queued
+    // for the recorder and the one it commits (3 × 500), whatever the timing.
+    assert!(twice <= 3000, "{twice} letters reached the queue twice, more than were in flight");
     println!("{LETTERS} letters; first run killed after {after_kill} recorded; {twice} published again on resume");
     topology.delete(&amqp, Duration::from_secs(30)).await.unwrap();
     guard.0 = None;

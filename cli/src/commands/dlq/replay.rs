@@ -211,7 +211,7 @@ type Recorder = tokio::task::JoinHandle<Result<Vec<i64>, Failure>>;
 /// Records confirmed batches `replayed` on its own connection; returns the
 /// letters it recorded, or the first error (after which it records nothing).
 fn spawn_recorder(mut conn: PooledConn) -> (mpsc::Sender<Vec<Replay>>, Recorder) {
-    let (tx, mut rx) = mpsc::channel::<Vec<Replay>>(4);
+    let (tx, mut rx) = mpsc::channel::<Vec<Replay>>(2);
     let task = tokio::spawn(async move {
         let mut recorded = Vec::new();
         while let Some(batch) = rx.recv().await {
