@@ -175,8 +175,23 @@ pub enum PhaseArg {
 
 #[derive(Debug, Subcommand)]
 pub enum TopologyCommand {
-    /// Declare the exchanges, queues and bindings (idempotent).
-    Apply,
+    /// Declare the exchanges, queues and bindings (idempotent); --recreate redeclares a drifted queue, keeping its messages.
+    #[command(after_help = "A queue declared earlier with other arguments (`topology verify` says \"differs\") \
+cannot be declared again: RabbitMQ refuses with PRECONDITION_FAILED. --recreate QUEUE moves its messages to \
+QUEUE.recreate (each acked only after the broker confirmed its copy), deletes it, declares it with this \
+build's arguments and its bindings, and moves the messages back; it refuses (exit 5) while a consumer is \
+attached, so stop atelierd's events role first. Run again after an interruption: it resumes, losing nothing.
+
+Examples:
+  atelier --env staging topology apply
+  atelier --env staging topology verify
+  atelier --env staging topology apply --recreate atelier.q.production
+  atelier --env production --yes topology apply --recreate atelier.q.accounting.retry.1 -o json")]
+    Apply {
+        /// Recreate this queue (its full name, as `topology verify` prints it) with this build's arguments, keeping its messages. Repeatable.
+        #[arg(long, value_name = "QUEUE")]
+        recreate: Vec<String>,
+    },
     /// Report drift (missing, or declared with other arguments); exit 5 when there is any.
     Verify,
 }
