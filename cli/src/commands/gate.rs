@@ -97,7 +97,7 @@ fn version_check((status, body): (u16, Value), expected: &str, env: &str) -> Che
 }
 
 /// `/ready` answers 200 ready; otherwise names the checks that failed.
-fn ready_check((status, body): (u16, Value)) -> Check {
+pub(super) fn ready_check((status, body): (u16, Value)) -> Check {
     if status == 200 && body["status"] == "ready" {
         return Check { name: "ready", ok: true, detail: "ready".into() };
     }
@@ -130,7 +130,7 @@ fn describe_check(name: &str, check: &Value) -> String {
 
 /// A request's failure by its root cause, without the URL reqwest puts in
 /// it (the caller says it): "Connection refused (os error 111)".
-fn describe(e: reqwest::Error) -> String {
+pub(super) fn describe(e: reqwest::Error) -> String {
     if e.is_timeout() {
         return format!("no answer within {REQUEST_TIMEOUT:?}");
     }

@@ -109,6 +109,16 @@ async fn move_all(
 }
 
 impl Topology {
+    /// Queue `name`'s ready messages and consumers (a passive declare), or
+    /// None when it does not exist.
+    pub async fn queue_counts(
+        conn: &Connection,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<Option<(u32, u32)>, BusError> {
+        inspect(conn, name, timeout).await
+    }
+
     /// The temporary queue `recreate_queue` parks `queue`'s messages in.
     pub fn recreate_temporary(queue: &str) -> String {
         format!("{queue}.recreate")
