@@ -7,9 +7,8 @@
 mod support;
 
 use atelier_domain::testing::TestDb;
-use std::io::Write;
 use std::process::{Command, Stdio};
-use support::{NamespaceGuard, output_within};
+use support::{NamespaceGuard, output_with_input};
 
 /// The subcommand names listed under "Commands:" in `atelier PATH --help`.
 fn subcommands(path: &[&str]) -> Vec<String> {
@@ -122,17 +121,12 @@ async fn every_command_prints_one_json_document() {
             .env_remove("ATELIER_ENV")
             .env("ATELIER__DATABASE__URL", &url)
             .env("ATELIER__AMQP__NAMESPACE", &ns.0)
-            .env("ATELIER__HTTP__PUBLIC_BASE_URL", "https://json.example")
-            .stdin(Stdio::piped());
-        let out = if input.is_empty() {
+            .env("ATELIER__HTTP__PUBLIC_BASE_URL", "https://json.example");
+        let input = (!input.is_empty()).then_some(input.as_bytes());
+        if input.is_none() {
             cmd.stdin(Stdio::null());
-            output_within(cmd, std::time::Duration::from_secs(180))
-        } else {
-            // The password on stdin, then the same wait with a deadline.
-            let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run atelier");
-            child.stdin.take().expect("stdin piped").write_all(input.as_bytes()).expect("write stdin");
-            child.wait_with_output().expect("atelier ends")
-        };
+        }
+        let out = output_with_input(cmd, input, std::time::Duration::from_secs(180));
         let code = out.status.code();
         match serde_json::from_slice::<serde_json::Value>(&out.stdout) {
             Ok(doc) => match doc["success"].as_bool() {

@@ -21,11 +21,22 @@ pub fn atelier(args: &[&str], vars: &[(&str, &str)]) -> Output {
 /// Runs `cmd` to its end like `Command::output`, but kills it (and fails the
 /// test, naming it) if it has not ended within `limit`: a hang is a failure
 /// with a message, never a test run that never ends.
-pub fn output_within(mut cmd: Command, limit: std::time::Duration) -> Output {
-    use std::io::Read;
+pub fn output_within(cmd: Command, limit: std::time::Duration) -> Output {
+    output_with_input(cmd, None, limit)
+}
+
+/// [`output_within`], writing `input` (when given) to the command's stdin first.
+pub fn output_with_input(mut cmd: Command, input: Option<&[u8]>, limit: std::time::Duration) -> Output {
+    use std::io::{Read, Write};
     let shown = format!("{cmd:?}");
     cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    if input.is_some() {
+        cmd.stdin(std::process::Stdio::piped());
+    }
     let mut child = cmd.spawn().expect("run atelier");
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        let _ = stdin.write_all(input);
+    }
     let mut out = child.stdout.take().expect("stdout piped");
     let mut err = child.stderr.take().expect("stderr piped");
     let out_reader = std::thread::spawn(move || {
