@@ -38,6 +38,18 @@ pub async fn run(ctx: &Context) -> Result<Code, Failure> {
         Ok(url) => Db::new(url, 2, ctx.config.settings.database.connect_timeout).map_err(|e| e.to_string()),
         Err(f) => Err(f.message),
     };
+    // One look first: a database that cannot be reached is one reason, not five.
+    let db = match db {
+        Ok(db) => match db.conn().await {
+            Ok(conn) => {
+                drop(conn);
+                Ok(db)
+            }
+            // The pool's own prefix says nothing to an operator.
+            Err(e) => Err(e.to_string().replace("Error occurred while creating a new object: ", "")),
+        },
+        Err(why) => Err(why),
+    };
     let (daemons, deployment, migrations, outbox, dead_letters) = match &db {
         Ok(db) => (
             part(daemons(db, now).await),
@@ -199,6 +211,16 @@ fn unreachable(v: &Value) -> Option<&str> {
 /// The one screen.
 fn text(d: &Value) -> String {
     let mut s = format!("# {} at {}\n", d["env"].as_str().unwrap_or_default(), d["at"].as_str().unwrap_or_default());
+    // The database down: said once, not under each of the five parts it holds.
+    let db_parts = ["daemons", "deployment", "migrations", "outbox", "dead_letters"];
+    if let Some(why) =
+        unreachable(&d["daemons"]).filter(|why| db_parts.iter().all(|p| unreachable(&d[*p]) == Some(why)))
+    {
+        s.push_str(&format!(
+            "\ndatabase unreachable: {why}\n  (daemons, deployment, migrations, outbox and dead letters unknown)\n"
+        ));
+        return queues_and_secrets(d, s);
+    }
     s.push_str("\ndaemons:\n");
     match (unreachable(&d["daemons"]), d["daemons"].as_array()) {
         (Some(why), _) => s.push_str(&format!("  unreachable: {why}\n")),
@@ -257,6 +279,26 @@ fn text(d: &Value) -> String {
             s.push_str(&format!("{} waiting, lag {:.1} s\n", o["backlog"], o["lag_seconds"].as_f64().unwrap_or(0.0)))
         }
     }
+    s.push_str("\ndead letters: ");
+    let dl = &d["dead_letters"];
+    match unreachable(dl) {
+        Some(why) => s.push_str(&format!("unreachable: {why}\n")),
+        None => {
+            let by: Vec<String> = dl["by_status"]
+                .as_object()
+                .map(|m| m.iter().map(|(k, v)| format!("{v} {k}")).collect())
+                .unwrap_or_default();
+            s.push_str(&if by.is_empty() { "none\n".to_owned() } else { format!("{}\n", by.join(", ")) });
+            for f in dl["top_fingerprints"].as_array().into_iter().flatten() {
+                s.push_str(&format!("  {:>5}  {}\n", f["count"], f["fingerprint"].as_str().unwrap_or_default()));
+            }
+        }
+    }
+    queues_and_secrets(d, s)
+}
+
+/// The parts that do not come from the database: queues and secrets.
+fn queues_and_secrets(d: &Value, mut s: String) -> String {
     s.push_str("\nqueues (messages ready / consumers):\n");
     match (unreachable(&d["queues"]), d["queues"].as_array()) {
         (Some(why), _) => s.push_str(&format!("  unreachable: {why}\n")),
@@ -272,21 +314,6 @@ fn text(d: &Value) -> String {
             }
         }
         _ => {}
-    }
-    s.push_str("\ndead letters: ");
-    let dl = &d["dead_letters"];
-    match unreachable(dl) {
-        Some(why) => s.push_str(&format!("unreachable: {why}\n")),
-        None => {
-            let by: Vec<String> = dl["by_status"]
-                .as_object()
-                .map(|m| m.iter().map(|(k, v)| format!("{v} {k}")).collect())
-                .unwrap_or_default();
-            s.push_str(&if by.is_empty() { "none\n".to_owned() } else { format!("{}\n", by.join(", ")) });
-            for f in dl["top_fingerprints"].as_array().into_iter().flatten() {
-                s.push_str(&format!("  {:>5}  {}\n", f["count"], f["fingerprint"].as_str().unwrap_or_default()));
-            }
-        }
     }
     let sec = &d["secrets"];
     s.push_str(&format!(
