@@ -23,19 +23,19 @@ pub struct Args {
 #[derive(Debug, ClapArgs)]
 pub struct Global {
     /// Environment to act on (dev, test, staging, production). Default: $ATELIER_ENV, else dev.
-    #[arg(long, global = true, value_name = "ENV")]
+    #[arg(long, global = true, help_heading = "Global options", value_name = "ENV", value_hint = clap::ValueHint::Other)]
     pub env: Option<String>,
     /// Output format: text for people, json for pipelines (one JSON document on stdout).
-    #[arg(short, long, global = true, value_enum, default_value_t = Format::Text)]
+    #[arg(short, long, global = true, help_heading = "Global options", value_enum, default_value_t = Format::Text)]
     pub output: Format,
     /// Answer yes to confirmations (needed to change production without a terminal).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     pub yes: bool,
     /// Show on stderr what the command does: -v its connections, queries and timings; -vv also the libraries' own.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, help_heading = "Global options", action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// Only errors on stderr: no progress bars, no log lines.
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = "Global options")]
     pub quiet: bool,
 }
 
@@ -73,9 +73,23 @@ topology drifted.")]
     #[command(subcommand)]
     Webhooks(WebhooksCommand),
     /// Print a shell completion script: `atelier completions bash > /etc/bash_completion.d/atelier`.
+    #[command(after_help = "`--env` completes the environments of environments/ (or $ATELIER_CONFIG_DIR) as \
+they are when the script is written: write it again after adding one.")]
     Completions {
+        /// The shell the script is for.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+    /// On-call's first look: daemons, deployment, migrations, outbox, queues, dead letters, secrets; one screen or one JSON document.
+    #[command(after_help = "Reads the database, the broker and each running atelierd's /ready and /metrics. \
+What cannot be reached is shown as such (\"unreachable: why\") and the rest is still shown: exit 0 whatever \
+it finds, 3 only when the configuration itself is invalid.")]
+    Status,
+    /// Write man pages (atelier.1, atelier-dlq-replay.1, ...) into DIR, created if missing.
+    Manpages {
+        /// The directory to write the pages into (e.g. /usr/local/share/man/man1).
+        #[arg(value_name = "DIR", value_hint = clap::ValueHint::DirPath)]
+        dir: std::path::PathBuf,
     },
 }
 
@@ -116,6 +130,17 @@ pub enum EnvCommand {
     List,
     /// Print the resolved configuration, secrets redacted, with the layer each value came from.
     Show,
+    /// What differs between two environments' resolved configuration (secrets redacted): the check before promoting.
+    #[command(after_help = "Compares every key of both resolved configurations (files and ATELIER__ variables), \
+values of secrets redacted, and shows the layer each value came from. Exit 0 whether or not they differ.")]
+    Diff {
+        /// The first environment (e.g. staging).
+        #[arg(value_name = "A")]
+        a: String,
+        /// The second environment (e.g. production).
+        #[arg(value_name = "B")]
+        b: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -211,8 +236,23 @@ pub enum PhaseArg {
 
 #[derive(Debug, Subcommand)]
 pub enum TopologyCommand {
-    /// Declare the exchanges, queues and bindings (idempotent).
-    Apply,
+    /// Declare the exchanges, queues and bindings (idempotent); --recreate redeclares a drifted queue, keeping its messages.
+    #[command(after_help = "A queue declared earlier with other arguments (`topology verify` says \"differs\") \
+cannot be declared again: RabbitMQ refuses with PRECONDITION_FAILED. --recreate QUEUE moves its messages to \
+QUEUE.recreate (each acked only after the broker confirmed its copy), deletes it, declares it with this \
+build's arguments and its bindings, and moves the messages back; it refuses (exit 5) while a consumer is \
+attached, so stop atelierd's events role first. Run again after an interruption: it resumes, losing nothing.
+
+Examples:
+  atelier --env staging topology apply
+  atelier --env staging topology verify
+  atelier --env staging topology apply --recreate atelier.q.production
+  atelier --env production --yes topology apply --recreate atelier.q.accounting.retry.1 -o json")]
+    Apply {
+        /// Recreate this queue (its full name, as `topology verify` prints it) with this build's arguments, keeping its messages. Repeatable.
+        #[arg(long, value_name = "QUEUE")]
+        recreate: Vec<String>,
+    },
     /// Report drift (missing, or declared with other arguments); exit 5 when there is any.
     Verify,
 }
@@ -317,6 +357,7 @@ pub enum UsersCommand {
     /// Create a staff account; with --business-name, create its studio too (the first admin).
     /// The password is read from a prompt (no echo) or, with --password-stdin, from stdin: never an argument.
     Create {
+        /// The account's email: its login.
         #[arg(long)]
         email: String,
         /// The person's name (default: the part of the email before '@').
@@ -340,11 +381,13 @@ pub enum UsersCommand {
     },
     /// List staff accounts (of one studio, or of all).
     List {
+        /// Only this studio's accounts.
         #[arg(long)]
         business_id: Option<i64>,
     },
     /// Disable an account: it can no longer log in and its tokens stop working at once.
     Disable {
+        /// The account's email.
         #[arg(long)]
         email: String,
     },

@@ -6,14 +6,16 @@
 mod cli;
 mod commands;
 mod context;
+mod examples;
 mod exit;
 mod output;
 
-use clap::Parser;
+use clap::FromArgMatches;
 use clap::error::ErrorKind;
 
 fn main() -> std::process::ExitCode {
-    let args = match cli::Args::try_parse() {
+    let parsed = examples::command().try_get_matches().and_then(|m| cli::Args::from_arg_matches(&m));
+    let args = match parsed {
         Ok(args) => args,
         Err(e) => return usage(&e),
     };

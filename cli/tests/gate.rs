@@ -102,3 +102,24 @@ async fn gate_exits_4_when_atelierd_cannot_be_reached() {
     let out = atelier(gate("test", "ftp://example", VERSION, &[])).await;
     assert_eq!(out.status.code(), Some(3));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_gate_says_what_is_pending_and_waits_the_whole_time() {
+    let db = TestDb::new().await;
+    let (app, url) = support::serve(&db).await;
+    let started = std::time::Instant::now();
+    let out = atelier(gate("test", &url, "9.9.9", &["--wait", "5s"])).await;
+    let waited = started.elapsed();
+    assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stderr));
+    // Never less than the wait it was given (under load it can only be more).
+    assert!(waited >= Duration::from_secs(5), "gave up after {waited:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("waiting (") && err.contains(&format!("version: runs {VERSION}, expected 9.9.9")), "{err}");
+    // Said once while it did not change, not at every look.
+    assert_eq!(err.matches("waiting (").count(), 1, "{err}");
+    // -q: stderr stays quiet.
+    let quiet = atelier(gate("test", &url, "9.9.9", &["--wait", "3s", "-q"])).await;
+    assert_eq!(quiet.status.code(), Some(5));
+    assert!(!String::from_utf8_lossy(&quiet.stderr).contains("waiting ("), "-q: only errors");
+    app.stop().await.unwrap();
+}

@@ -44,6 +44,8 @@ fn read_only_commands_without_services_survive_a_closed_pipe() {
         &["env", "list", "--output", "json"],
         &["env", "show"],
         &["env", "show", "--output", "json"],
+        &["env", "diff", "dev", "production"],
+        &["env", "diff", "dev", "production", "-o", "json"],
         &["-o", "json", "env", "show"],
         &["migrate", "lint", "--all"],
         &["migrate", "lint", "--all", "--output", "json"],
@@ -76,6 +78,8 @@ async fn read_only_commands_on_a_database_survive_a_closed_pipe() {
         &["--env", "test", "dlq", "list", "-o", "json"],
         &["--env", "test", "webhooks", "urls"],
         &["--env", "test", "users", "list", "-o", "json"],
+        &["--env", "test", "status"],
+        &["--env", "test", "status", "-o", "json"],
     ];
     for args in commands {
         let first = atelier(args, &vars);

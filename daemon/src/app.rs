@@ -95,6 +95,13 @@ impl App {
                 None => tasks.spawn(events::run(shared.clone())),
             };
         }
+        // This process's row for `atelier status`, written before start returns.
+        let me = crate::heartbeat::instance(&shared, http_addr, metrics_addr);
+        let first = me.clone();
+        if let Ok(mut conn) = shared.db.conn().await {
+            let _ = atelier_domain::store::instances::beat(&mut conn, &first).await;
+        }
+        tasks.spawn(crate::heartbeat::run(shared.clone(), me));
         Ok(App { shared, http_addr, metrics_addr, tasks })
     }
 

@@ -17,6 +17,7 @@
 pub mod app;
 pub mod error;
 pub mod events;
+pub mod heartbeat;
 pub mod http;
 pub mod keys;
 pub mod metrics;

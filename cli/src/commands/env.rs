@@ -1,4 +1,5 @@
-//! `atelier env list | show`: the environments and their resolved configuration.
+//! `atelier env list | show | diff`: the environments, their resolved
+//! configuration, and what differs between two of them (secrets redacted).
 
 use crate::cli::{EnvCommand, Global};
 use crate::context::Context;
@@ -19,6 +20,7 @@ pub fn run(cmd: EnvCommand, global: &Global, out: Output) -> Result<Code, Failur
             });
             Ok(Code::Ok)
         }
+        EnvCommand::Diff { a, b } => diff(&a, &b, out),
         EnvCommand::Show => {
             let ctx = Context::load(global, out)?;
             let entries = ctx.config.entries();
@@ -43,4 +45,58 @@ pub fn run(cmd: EnvCommand, global: &Global, out: Output) -> Result<Code, Failur
             Ok(Code::Ok)
         }
     }
+}
+
+/// A value as text, the way `env show` prints it.
+fn shown(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `env diff A B`: every key whose resolved value differs (a key only one
+/// side has included), values redacted as `env show` redacts them.
+fn diff(a: &str, b: &str, out: Output) -> Result<Code, Failure> {
+    let dir = config::config_dir()?;
+    let (left, right) = (config::load(&dir, a)?, config::load(&dir, b)?);
+    let side = |entries: Vec<(String, serde_json::Value, Option<&config::Layer>)>| {
+        entries
+            .into_iter()
+            .map(|(k, v, l)| (k, (v, l.map(|l| l.to_string()).unwrap_or_else(|| "default".into()))))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let (l, r) = (side(left.entries()), side(right.entries()));
+    let keys: std::collections::BTreeSet<&String> = l.keys().chain(r.keys()).collect();
+    let mut differences = Vec::new();
+    for key in keys {
+        let (lv, rv) = (l.get(key), r.get(key));
+        if lv.map(|v| &v.0) != rv.map(|v| &v.0) {
+            let one = |v: Option<&(serde_json::Value, String)>| match v {
+                Some((value, source)) => json!({"value": value, "source": source}),
+                None => json!(null),
+            };
+            differences.push((key.clone(), lv.cloned(), rv.cloned(), json!({"key": key, "a": one(lv), "b": one(rv)})));
+        }
+    }
+    let same = l.len().max(r.len()) - differences.len();
+    let rows: Vec<_> = differences.iter().map(|d| d.3.clone()).collect();
+    let doc =
+        json!({"success": true, "data": {"a": a, "b": b, "differences": rows, "same": same}, "count": rows.len()});
+    out.emit(&doc, || {
+        if differences.is_empty() {
+            return format!("{a} and {b} resolve to the same configuration ({same} keys)");
+        }
+        let width = differences.iter().map(|d| d.0.len()).max().unwrap_or(0);
+        let cell = |v: &Option<(serde_json::Value, String)>| match v {
+            Some((value, source)) => format!("{} ({source})", shown(value)),
+            None => "(not set)".to_owned(),
+        };
+        let mut s = format!("# {:width$}  {a}  →  {b}\n", "key");
+        for (key, lv, rv, _) in &differences {
+            s.push_str(&format!("{key:width$}    {}  →  {}\n", cell(lv), cell(rv)));
+        }
+        s + &format!("{} key(s) differ, {same} the same", differences.len())
+    });
+    Ok(Code::Ok)
 }

@@ -5,8 +5,9 @@
 //! (database reachable and migrated, broker and consumers up where they
 //! run). Exit 0 when both hold, 5 when either does not, 4 when atelierd
 //! cannot be reached. With `--wait`, it looks again every 2 s until both
-//! hold or the wait is over (a pipeline gating production on staging right
-//! after staging's deploy).
+//! hold or the whole wait is over (a pipeline gating production on staging
+//! right after staging's deploy), saying what is still pending: on the
+//! spinner on a terminal, else a line on stderr each time it changes.
 
 use crate::cli::GateArgs;
 use crate::context::Context;
@@ -41,13 +42,24 @@ pub async fn run(args: GateArgs, ctx: &Context) -> Result<Code, Failure> {
         .map_err(|e| Failure::new(Code::Failure, format!("HTTP client: {e}")))?;
     let deadline = Instant::now() + args.wait.map(Duration::from).unwrap_or_default();
     let spinner = ctx.out.spinner(&format!("waiting for {} to be ready at {}", ctx.env(), args.expect_version));
+    let mut said = String::new();
     let look = loop {
         let look = look(&client, &base, &args.expect_version, ctx.env()).await;
         let passed = matches!(&look, Look::Checked(checks) if checks.iter().all(|c| c.ok));
-        if passed || Instant::now() + INTERVAL > deadline {
+        let now = Instant::now();
+        if passed || now >= deadline {
             break look;
         }
-        tokio::time::sleep(INTERVAL).await;
+        // What is still pending: on the spinner, and (without a terminal,
+        // in text mode) a line on stderr each time it changes.
+        let pending = pending(&look);
+        spinner.set_message(format!("waiting for {} at {}: {pending}", ctx.env(), args.expect_version));
+        if pending != said && spinner.is_hidden() && !ctx.out.quiet && !ctx.out.is_json() {
+            crate::output::stderr(&format!("waiting ({}s left): {pending}", (deadline - now).as_secs()));
+        }
+        said = pending;
+        // The full wait: the last look is at the deadline, not an interval before it.
+        tokio::time::sleep(INTERVAL.min(deadline - now)).await;
     };
     spinner.finish_and_clear();
     match look {
@@ -61,6 +73,16 @@ pub async fn run(args: GateArgs, ctx: &Context) -> Result<Code, Failure> {
             let verdict = if ok { "is healthy" } else { "is not healthy" };
             ctx.out.checks(data, &checks, &format!("{} {verdict} at {}", ctx.env(), args.expect_version));
             Ok(if ok { Code::Ok } else { Code::CheckFailed })
+        }
+    }
+}
+
+/// What a look found still missing, in a line.
+fn pending(look: &Look) -> String {
+    match look {
+        Look::Unreachable(why) => format!("unreachable: {why}"),
+        Look::Checked(checks) => {
+            checks.iter().filter(|c| !c.ok).map(|c| format!("{}: {}", c.name, c.detail)).collect::<Vec<_>>().join("; ")
         }
     }
 }
@@ -97,7 +119,7 @@ fn version_check((status, body): (u16, Value), expected: &str, env: &str) -> Che
 }
 
 /// `/ready` answers 200 ready; otherwise names the checks that failed.
-fn ready_check((status, body): (u16, Value)) -> Check {
+pub(super) fn ready_check((status, body): (u16, Value)) -> Check {
     if status == 200 && body["status"] == "ready" {
         return Check { name: "ready", ok: true, detail: "ready".into() };
     }
@@ -130,7 +152,7 @@ fn describe_check(name: &str, check: &Value) -> String {
 
 /// A request's failure by its root cause, without the URL reqwest puts in
 /// it (the caller says it): "Connection refused (os error 111)".
-fn describe(e: reqwest::Error) -> String {
+pub(super) fn describe(e: reqwest::Error) -> String {
     if e.is_timeout() {
         return format!("no answer within {REQUEST_TIMEOUT:?}");
     }

@@ -9,9 +9,11 @@
 pub mod handlers;
 pub mod headers;
 pub mod publish;
+pub mod recreate;
 pub mod topology;
 
 pub use publish::{confirm_channel, publish_confirmed};
+pub use recreate::{RecreateError, Recreated};
 pub use topology::{Drift, HandlerSpec, Topology};
 
 use crate::config::AmqpSettings;

@@ -277,11 +277,11 @@ impl Topology {
     }
 }
 
-async fn channel(conn: &Connection, timeout: Duration) -> Result<Channel, BusError> {
+pub(super) async fn channel(conn: &Connection, timeout: Duration) -> Result<Channel, BusError> {
     with_timeout(timeout, "opening a channel", async { Ok(conn.create_channel().await?) }).await
 }
 
-async fn with_timeout<T>(
+pub(super) async fn with_timeout<T>(
     timeout: Duration,
     op: &'static str,
     f: impl std::future::Future<Output = Result<T, BusError>>,
@@ -289,7 +289,7 @@ async fn with_timeout<T>(
     tokio::time::timeout(timeout, f).await.map_err(|_| BusError::Timeout { op, timeout })?
 }
 
-async fn declare(ch: &Channel, d: &Declaration, passive: bool) -> Result<(), BusError> {
+pub(super) async fn declare(ch: &Channel, d: &Declaration, passive: bool) -> Result<(), BusError> {
     match d {
         Declaration::Exchange { name, kind } => {
             let opts = ExchangeDeclareOptions { passive, durable: true, ..Default::default() };

@@ -60,6 +60,20 @@ diesel::table! {
 }
 
 diesel::table! {
+    daemon_instances (id) {
+        id -> Uuid,
+        host -> Text,
+        pid -> Int4,
+        version -> Text,
+        roles -> Text,
+        http_url -> Nullable<Text>,
+        metrics_url -> Nullable<Text>,
+        started_at -> Timestamptz,
+        heartbeat_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     dead_letter_replays (id) {
         id -> Int8,
         dead_letter_id -> Int8,
@@ -345,6 +359,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     businesses,
     canary_pings,
     customers,
+    daemon_instances,
     dead_letter_replays,
     dead_letters,
     deployments,
