@@ -9,6 +9,7 @@ pub mod accounting;
 pub mod canary;
 pub mod dlq;
 pub mod inbound;
+pub mod login_throttle;
 pub mod migrations;
 pub mod notifications;
 pub mod outbox;

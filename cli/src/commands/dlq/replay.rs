@@ -137,7 +137,7 @@ fn group(letters: &[DeadLetter]) -> BTreeMap<String, BTreeMap<String, usize>> {
 }
 
 /// Who runs this: `$USER`, else `$LOGNAME`, else the OS user id (`uid 1000`).
-fn login_name() -> String {
+pub(crate) fn login_name() -> String {
     for var in ["USER", "LOGNAME"] {
         if let Ok(v) = std::env::var(var)
             && !v.trim().is_empty()
