@@ -60,6 +60,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
             Ok(axum::Json(v)) => v,
             Err(r) => return Err(json_rejection(r)),
         };
+        // Every body of this API is an object (serde would also take a list
+        // for a struct, field by position: refused here).
+        if !value.is_object() {
+            return Err(ApiError::invalid("body", "must be a JSON object"));
+        }
         limits::check_body(&value).map_err(|v| ApiError::invalid(&v.field, v.message))?;
         serde_path_to_error::deserialize(value).map(ApiJson).map_err(|e| typed_rejection(&e))
     }
@@ -76,7 +81,10 @@ fn typed_rejection(e: &serde_path_to_error::Error<serde_json::Error>) -> ApiErro
         if let Some(rest) = message.strip_prefix(lead)
             && let Some((name, _)) = rest.split_once('`')
         {
-            return ApiError::invalid(&format!("{prefix}{name}"), what);
+            // An unknown field is already the path's last segment; a missing one is not.
+            let field =
+                if path == name || path.ends_with(&format!(".{name}")) { path } else { format!("{prefix}{name}") };
+            return ApiError::invalid(&field, what);
         }
     }
     let field = if prefix.is_empty() { "body".to_owned() } else { path };
