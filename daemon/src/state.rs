@@ -33,10 +33,10 @@ pub struct Shared {
     pub outbox_written: tokio::sync::Notify,
     /// Writes the API's sales, concurrent ones together (group commit).
     pub sales: SalesWriter,
-    /// Password hashes computed at once (`auth.hash_concurrency`, default the
-    /// cores): a login flood queues here instead of taking every core and
-    /// the memory of one argon2 run per request.
-    pub hashing: Arc<tokio::sync::Semaphore>,
+    /// The password hashing pool (`auth.hash_concurrency` threads of their
+    /// own, at a lower priority): a login flood queues here instead of taking
+    /// every core and the memory of one argon2 run per request.
+    pub hashing: crate::hashing::HashPool,
 }
 
 /// The size of the hashing pool: `auth.hash_concurrency`, else the cores.

@@ -101,7 +101,7 @@ fn locked_out(seconds: u64) -> Response {
 /// `Retry-After` before any password is checked, so a correct password
 /// during a lockout still fails. An unknown email is checked against a dummy
 /// hash and counted like a wrong password: the two are indistinguishable.
-/// Hashing waits for a permit of the bounded pool ([`Shared::hashing`]).
+/// Hashing runs on the bounded pool ([`Shared::hashing`]).
 pub async fn login(
     State(shared): State<Arc<Shared>>,
     ClientAddr(client): ClientAddr,
@@ -125,15 +125,11 @@ pub async fn login(
     drop(conn);
     let hash = user.as_ref().map(|u| u.password_hash.clone()).unwrap_or_else(|| auth::dummy_hash().to_owned());
     let password = body.password;
-    let permit = shared.hashing.clone().acquire_owned().await.map_err(ApiError::internal)?;
-    // The permit moves into the blocking task: a request dropped while it
-    // hashes (timeout, client gone) keeps its permit until the hash ends.
-    let matches = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        auth::verify_password(&password, &hash)
-    })
-    .await
-    .map_err(ApiError::internal)?;
+    let matches = shared
+        .hashing
+        .run(move || auth::verify_password(&password, &hash))
+        .await
+        .ok_or_else(|| ApiError::internal("the password hashing pool stopped"))?;
     let mut conn = shared.db.conn().await?;
     let user = match user {
         Some(u) if matches => u,

@@ -32,7 +32,9 @@ fn reason(code: u16) -> &'static str {
         422 => {
             "A business rule refused it: invalid_transition, quantity_exceeded (completed_qty over step_qty), step_not_planned, incomplete_quantity, step_completed, payment_exceeds_balance, rule_refused"
         }
-        429 => "Too many failed logins for the account or from the address (too_many_attempts); Retry-After says when to try again",
+        429 => {
+            "Too many failed logins for the account or from the address (too_many_attempts); Retry-After says when to try again"
+        }
         _ => "",
     }
 }
@@ -149,13 +151,12 @@ fn capitalize(s: &str) -> String {
 /// field by name, items of each list, the range of bounded numbers.
 fn x_limits() -> Value {
     let text: serde_json::Map<String, Value> = limits::TEXT.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect();
-    let lists: serde_json::Map<String, Value> = limits::LISTS.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect();
+    let lists: serde_json::Map<String, Value> =
+        limits::LISTS.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect();
     let mut numbers: serde_json::Map<String, Value> =
         limits::NUMBERS.iter().map(|(k, v)| ((*k).to_owned(), json!({"minimum": -v, "maximum": v}))).collect();
-    numbers.insert(
-        "*_minor".into(),
-        json!({"minimum": -limits::MAX_AMOUNT_MINOR, "maximum": limits::MAX_AMOUNT_MINOR}),
-    );
+    numbers
+        .insert("*_minor".into(), json!({"minimum": -limits::MAX_AMOUNT_MINOR, "maximum": limits::MAX_AMOUNT_MINOR}));
     json!({
         "description": "Every JSON body and query string is checked against these before anything else: a NUL character in any string, a text over its length, a list over its count or a number out of its range is 400 invalid_field (invalid_query for a query parameter) and the message starts with the field's path (lines[3].quantity: ...). Lists are answered a page at a time (limit at most 200), and every text field is bounded, so an answer is bounded in bytes too.",
         "text_max_chars": text,
