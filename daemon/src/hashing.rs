@@ -93,7 +93,7 @@ mod tests {
             (0..8).map(|_| pool.run(|| std::thread::current().name().map(str::to_owned))),
         )
         .await;
-        assert!(names.iter().all(|n| n.as_deref().is_some_and(|n| n.starts_with("hashing-"))), "{names:?}");
+        assert!(names.iter().all(|n| n.clone().flatten().is_some_and(|n| n.starts_with("hashing-"))), "{names:?}");
         assert_eq!(pool.available(), 2);
     }
 }
