@@ -279,3 +279,38 @@ async fn a_webhook_delivery_with_bad_messages_stores_the_good_ones_and_answers_2
     assert_eq!(res.status(), 400);
     f.app.stop().await;
 }
+
+/// Keys whose window and lock are over are forgotten as failures come in:
+/// however many emails are tried, the table keeps only live keys.
+#[tokio::test]
+async fn stale_lockout_keys_are_forgotten_and_live_ones_kept() {
+    let db = atelier_domain::testing::TestDb::new().await;
+    let mut conn = db.db().conn().await.unwrap();
+    let minute = std::time::Duration::from_secs(60);
+    let limits = lockout::Limits { failures: 2, window: minute, duration: minute };
+    let t0 = chrono::Utc::now();
+    for i in 0..150 {
+        login_throttle::record_failure(&mut conn, &lockout::account_key(&format!("spray{i}@x.example")), &limits, t0)
+            .await
+            .unwrap();
+    }
+    let locked = lockout::account_key("locked@x.example");
+    for _ in 0..2 {
+        login_throttle::record_failure(&mut conn, &locked, &limits, t0).await.unwrap();
+    }
+    let later = t0 + chrono::Duration::seconds(30);
+    let live = lockout::account_key("live@x.example");
+    login_throttle::record_failure(&mut conn, &live, &limits, later).await.unwrap();
+    // Nothing is stale before its window is over.
+    assert_eq!(login_throttle::forget_stale(&mut conn, t0).await.unwrap(), 0);
+    // At t0 + 1 s (as if the window were 1 s): the 150 sprayed keys go, 100 at a time;
+    // the locked one (until t0 + 60 s) and the live one stay.
+    let cut = t0 + chrono::Duration::seconds(1);
+    assert_eq!(login_throttle::forget_stale(&mut conn, cut).await.unwrap(), 100);
+    assert_eq!(login_throttle::forget_stale(&mut conn, cut).await.unwrap(), 50);
+    assert_eq!(login_throttle::forget_stale(&mut conn, cut).await.unwrap(), 0);
+    let now = t0 + chrono::Duration::seconds(31);
+    assert!(login_throttle::locked_for(&mut conn, std::slice::from_ref(&locked), now).await.unwrap().is_some());
+    let state = login_throttle::record_failure(&mut conn, &live, &limits, now).await.unwrap();
+    assert_eq!(state.failures, 2, "the live key kept its first failure");
+}

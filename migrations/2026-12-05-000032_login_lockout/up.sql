@@ -10,10 +10,14 @@ CREATE TABLE login_throttle (
     window_started_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     locked_until      TIMESTAMPTZ
 );
+-- Stale keys (window and lock over) are forgotten a few at a time as
+-- failures come in, found through this index: the table cannot grow without
+-- bound however many emails are tried.
+CREATE INDEX login_throttle_window ON login_throttle (window_started_at);
 
 -- What operators did to accounts (unlock, enable, disable), by whom and when.
 CREATE TABLE account_audit (
-    id      BIGSERIAL PRIMARY KEY,
+    id      BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     at      TIMESTAMPTZ NOT NULL DEFAULT now(),
     actor   TEXT NOT NULL,
     action  TEXT NOT NULL,

@@ -76,6 +76,30 @@ pub async fn record_failure(
     .await
 }
 
+/// Forgets up to 100 keys whose window started and whose lock (if any)
+/// ended before `before`: called as failures come in, so the table holds
+/// only keys still counting or locked. Returns how many were forgotten.
+pub async fn forget_stale(conn: &mut Conn, before: DateTime<Utc>) -> Result<usize, StoreError> {
+    let stale = login_throttle::table
+        .filter(
+            login_throttle::window_started_at
+                .lt(before)
+                .and(login_throttle::locked_until.is_null().or(login_throttle::locked_until.lt(before))),
+        )
+        .select(login_throttle::key)
+        .limit(100)
+        .load::<String>(conn)
+        .await?;
+    if stale.is_empty() {
+        return Ok(0);
+    }
+    // A key counting again since it was read has a new window: kept.
+    let still_stale = login_throttle::window_started_at.lt(before);
+    Ok(diesel::delete(login_throttle::table.filter(login_throttle::key.eq_any(&stale).and(still_stale)))
+        .execute(conn)
+        .await?)
+}
+
 /// Forgets `key`'s failures (a successful login of the account).
 pub async fn clear(conn: &mut Conn, key: &str) -> Result<(), StoreError> {
     diesel::delete(login_throttle::table.filter(login_throttle::key.eq(key))).execute(conn).await?;

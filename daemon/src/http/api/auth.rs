@@ -140,6 +140,13 @@ pub async fn login(
             if let Some(k) = keys.get(1) {
                 login_throttle::record_failure(&mut conn, k, &address, now).await?;
             }
+            // Keys whose window and lock are over count for nothing: forget some.
+            let over = account.window.max(account.duration).max(address.window).max(address.duration);
+            login_throttle::forget_stale(
+                &mut conn,
+                now - chrono::Duration::from_std(over).unwrap_or(chrono::Duration::MAX),
+            )
+            .await?;
             return Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_credentials", "wrong email or password"));
         }
     };
