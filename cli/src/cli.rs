@@ -391,4 +391,33 @@ pub enum UsersCommand {
         #[arg(long)]
         email: String,
     },
+    /// Lift a login lockout (too many failed logins) of an account or of a client address, now.
+    #[command(after_help = "Examples:\n  atelier --env production users unlock --email ann@studio.example\n  \
+atelier --env production --yes users unlock --client 203.0.113.7\n\nThe account's (or address's) failed \
+logins are forgotten and its lock lifted; the action is recorded in the account audit with the actor. \
+Unlocking what is not locked is not an error (the output says so). Exit 0 done, 1 failed, 2 usage, \
+4 database unreachable, 6 not confirmed.")]
+    Unlock {
+        /// The account's email (an email no account has can be locked too: it is lifted the same way).
+        #[arg(long, required_unless_present = "client", conflicts_with = "client")]
+        email: Option<String>,
+        /// A client address (IPv4 or IPv6) locked for failed logins of any account.
+        #[arg(long, value_name = "ADDRESS")]
+        client: Option<String>,
+        /// Who unlocks (recorded in the audit). Default: $USER, else $LOGNAME, else the user id.
+        #[arg(long, env = "ATELIER_ACTOR")]
+        actor: Option<String>,
+    },
+    /// Enable a disabled account again: it can log in again.
+    #[command(after_help = "Examples:\n  atelier --env production users enable --email ann@studio.example\n\n\
+Recorded in the account audit with the actor. Exit 0 done, 1 no such account, 2 usage, 4 database \
+unreachable, 6 not confirmed.")]
+    Enable {
+        /// The account's email.
+        #[arg(long)]
+        email: String,
+        /// Who enables (recorded in the audit). Default: $USER, else $LOGNAME, else the user id.
+        #[arg(long, env = "ATELIER_ACTOR")]
+        actor: Option<String>,
+    },
 }

@@ -64,7 +64,9 @@ impl App {
         db.ping().await?;
         let metrics = Arc::new(crate::metrics::Metrics::default());
         let sales = SalesWriter::start(&db, metrics.sales_writer.clone())?;
+        let hashing = crate::hashing::HashPool::new(crate::state::hash_concurrency(&config));
         let shared = Arc::new(Shared {
+            hashing,
             config,
             db,
             roles,

@@ -7,6 +7,7 @@
 //! - [`error`]: [`error::AppError`], why atelierd failed, and its exit code;
 //! - [`keys`]: the API's token signing keys, loaded from `auth.jwt_secret`;
 //! - [`events`]: event processing: relay, consumers, handlers, dead letters;
+//! - [`hashing`]: the password hashing pool (its own threads, bounded, lower priority);
 //! - [`http`]: the axum facade: `/health`, `/ready`, `/version`, `/metrics`, `/api/v1`;
 //! - [`metrics`]: counters and histograms served at `/metrics`;
 //! - [`telemetry`]: tracing (pretty or JSON) and Sentry.
@@ -18,6 +19,7 @@ pub mod app;
 pub mod error;
 pub mod events;
 pub mod heartbeat;
+pub mod hashing;
 pub mod http;
 pub mod keys;
 pub mod metrics;

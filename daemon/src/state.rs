@@ -33,4 +33,18 @@ pub struct Shared {
     pub outbox_written: tokio::sync::Notify,
     /// Writes the API's sales, concurrent ones together (group commit).
     pub sales: SalesWriter,
+    /// The password hashing pool (`auth.hash_concurrency` threads of their
+    /// own, at a lower priority): a login flood queues here instead of taking
+    /// every core and the memory of one argon2 run per request.
+    pub hashing: crate::hashing::HashPool,
+}
+
+/// The size of the hashing pool: `auth.hash_concurrency`, else the cores.
+pub fn hash_concurrency(config: &Resolved) -> usize {
+    config
+        .settings
+        .auth
+        .hash_concurrency
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .max(1)
 }

@@ -690,6 +690,7 @@ async fn the_registry_builds_every_handler_from_the_configuration() {
         metrics: Default::default(),
         keys,
         outbox_written: Default::default(),
+        hashing: atelier_daemon::hashing::HashPool::new(1),
         sales: atelier_domain::store::sales::writer::SalesWriter::start(t.db(), Default::default()).unwrap(),
     });
     let all = handlers::all(&shared);

@@ -237,6 +237,34 @@ pub struct AuthSettings {
     pub jwt_secret: String,
     #[serde(with = "humantime_serde")]
     pub token_lifetime: Duration,
+    /// Password hashes computed at once (a semaphore); unset: the cores.
+    #[serde(default)]
+    pub hash_concurrency: Option<usize>,
+    /// Failed logins for one account within `lockout_window` that lock it.
+    #[serde(default = "default_lockout_account_failures")]
+    pub lockout_account_failures: u32,
+    /// Failed logins from one client address within `lockout_window` that lock it.
+    #[serde(default = "default_lockout_client_failures")]
+    pub lockout_client_failures: u32,
+    /// The window failures are counted in (it restarts after this long).
+    #[serde(default = "default_lockout_window", with = "humantime_serde")]
+    pub lockout_window: Duration,
+    /// How long a locked account or address stays locked.
+    #[serde(default = "default_lockout_duration", with = "humantime_serde")]
+    pub lockout_duration: Duration,
+}
+
+fn default_lockout_account_failures() -> u32 {
+    5
+}
+fn default_lockout_client_failures() -> u32 {
+    50
+}
+fn default_lockout_window() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+fn default_lockout_duration() -> Duration {
+    Duration::from_secs(15 * 60)
 }
 
 /// Which provider sends outbound notifications.

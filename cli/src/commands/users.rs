@@ -1,5 +1,8 @@
-//! `atelier users create | list | disable`: the staff accounts of the apps'
-//! API. `create --business-name` also creates the studio (its first admin).
+//! `atelier users create | list | disable | enable | unlock`: the staff
+//! accounts of the apps' API. `create --business-name` also creates the
+//! studio (its first admin); `unlock` lifts a login lockout (of an account or
+//! a client address); `enable`, `disable` and `unlock` are recorded in the
+//! account audit with the actor.
 //! Passwords come from a prompt without echo, or stdin with
 //! `--password-stdin`; never from an argument, and never printed.
 
@@ -7,7 +10,9 @@ use crate::cli::UsersCommand;
 use crate::context::Context;
 use crate::exit::{Code, Failure};
 use atelier_domain::auth;
+use atelier_domain::rules::lockout;
 use atelier_domain::rules::permissions::Role;
+use atelier_domain::store::login_throttle;
 use atelier_domain::store::tenancy::{self, NewUser, User};
 use atelier_domain::store::{Db, StoreError, Tenant};
 use diesel_async::AsyncConnection;
@@ -41,6 +46,11 @@ fn read_password(from_stdin: bool) -> Result<String, Failure> {
         first
     };
     Ok(password)
+}
+
+/// Who acts, for the account audit: `--actor`, else the login name.
+fn actor_name(actor: Option<String>) -> String {
+    actor.map(|a| a.trim().to_owned()).filter(|a| !a.is_empty()).unwrap_or_else(super::dlq::replay::login_name)
 }
 
 fn row(u: &User) -> String {
@@ -127,8 +137,52 @@ pub async fn run(cmd: UsersCommand, ctx: &Context) -> Result<Code, Failure> {
                 .ok_or_else(|| Failure::new(Code::Failure, format!("no account with email {email}")))?;
             ctx.confirm(&format!("Disable the account {}", user.email))?;
             let user = tenancy::set_user_active(&mut conn, Tenant::new(user.business_id), user.id, false).await?;
+            login_throttle::audit(&mut conn, &actor_name(None), "disable", &lockout::account_key(&user.email)).await?;
             let doc = json!({"success": true, "data": user});
             ctx.out.emit(&doc, || format!("disabled {} ({}): its tokens stop working now", user.email, ctx.env()));
+            Ok(Code::Ok)
+        }
+        UsersCommand::Enable { email, actor } => {
+            let db = db(ctx).await?;
+            let mut conn = db.conn().await?;
+            let user = tenancy::user_by_email(&mut conn, &email)
+                .await?
+                .ok_or_else(|| Failure::new(Code::Failure, format!("no account with email {email}")))?;
+            ctx.confirm(&format!("Enable the account {}", user.email))?;
+            let actor = actor_name(actor);
+            let user = tenancy::set_user_active(&mut conn, Tenant::new(user.business_id), user.id, true).await?;
+            login_throttle::audit(&mut conn, &actor, "enable", &lockout::account_key(&user.email)).await?;
+            let doc = json!({"success": true, "data": user});
+            ctx.out.emit(&doc, || format!("enabled {} ({}): it can log in again", user.email, ctx.env()));
+            Ok(Code::Ok)
+        }
+        UsersCommand::Unlock { email, client, actor } => {
+            let key = match (&email, &client) {
+                (Some(e), _) if e.trim().is_empty() || e.contains('\0') => {
+                    return Err(Failure::new(Code::Usage, "--email: give the account's email"));
+                }
+                (Some(e), _) => lockout::account_key(e),
+                (None, Some(c)) => {
+                    let ip: std::net::IpAddr = c.trim().parse().map_err(|_| {
+                        Failure::new(Code::Usage, format!("--client: '{c}' is not an IPv4 or IPv6 address"))
+                    })?;
+                    lockout::client_key(&ip.to_string())
+                }
+                (None, None) => return Err(Failure::new(Code::Usage, "give --email or --client")),
+            };
+            let what = key.split_once(':').map_or(key.as_str(), |(_, w)| w).to_owned();
+            ctx.confirm(&format!("Lift the login lockout of {what}"))?;
+            let db = db(ctx).await?;
+            let mut conn = db.conn().await?;
+            let lifted = login_throttle::unlock(&mut conn, &key, &actor_name(actor)).await?;
+            let doc = json!({"success": true, "data": {"key": key, "lifted": lifted}});
+            ctx.out.emit(&doc, || {
+                if lifted {
+                    format!("unlocked {what} ({}): its failed logins are forgotten", ctx.env())
+                } else {
+                    format!("{what} had no failed logins and no lock ({}): nothing to lift", ctx.env())
+                }
+            });
             Ok(Code::Ok)
         }
     }

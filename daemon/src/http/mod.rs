@@ -139,7 +139,7 @@ pub async fn serve(listener: TcpListener, router: Router, shared: Arc<Shared>) -
         let stream = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok((stream, peer)) => (stream, peer),
                 Err(e) => {
                     // Out of file descriptors and the like: back off, keep serving.
                     tracing::warn!(error = %e, "accepting a connection failed");
@@ -149,8 +149,9 @@ pub async fn serve(listener: TcpListener, router: Router, shared: Arc<Shared>) -
             },
         };
         while connections.try_join_next().is_some() {}
+        let (stream, peer) = stream;
         let _ = stream.set_nodelay(true);
-        connections.spawn(connection(builder.clone(), stream, router.clone(), idle, shutdown.clone(), slot));
+        connections.spawn(connection(builder.clone(), stream, peer, router.clone(), idle, shutdown.clone(), slot));
     }
     drop(listener);
     while connections.join_next().await.is_some() {}
@@ -189,6 +190,7 @@ impl Activity {
 async fn connection(
     builder: hyper::server::conn::http1::Builder,
     stream: TcpStream,
+    peer: std::net::SocketAddr,
     router: Router,
     idle: Duration,
     shutdown: CancellationToken,
@@ -198,7 +200,9 @@ async fn connection(
         Arc::new(Activity { opened: Instant::now(), last_ms: AtomicU64::new(0), in_flight: AtomicUsize::new(0) });
     let service = {
         let activity = activity.clone();
-        hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            // The client's address, for the login lockout per address.
+            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
             let mut router = router.clone();
             let activity = activity.clone();
             activity.in_flight.fetch_add(1, Relaxed);

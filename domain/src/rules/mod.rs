@@ -4,6 +4,8 @@
 
 pub mod costing;
 pub mod intent;
+pub mod limits;
+pub mod lockout;
 pub mod migration_integrity;
 pub mod migration_lint;
 pub mod migration_locks;

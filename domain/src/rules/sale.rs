@@ -98,6 +98,35 @@ pub enum SaleError {
     AlreadyFinal,
     #[error("sale {invoice_no} is a draft: production starts when it is final")]
     Draft { invoice_no: String },
+    #[error("amount_minor: {amount} is more than the {owed} the sale still owes")]
+    PaymentExceedsBalance { amount: i64, owed: i64 },
+}
+
+/// What a sale of `total` still owes after `paid` (computed in i128: no
+/// overflow whatever the rows hold), and whether a payment of `amount` fits.
+pub fn check_payment(total: i64, paid: &[i64], amount: i64) -> Result<(), SaleError> {
+    let paid: i128 = paid.iter().map(|p| i128::from(*p)).sum();
+    let owed = (i128::from(total) - paid).max(0);
+    if i128::from(amount) > owed {
+        return Err(SaleError::PaymentExceedsBalance { amount, owed: i64::try_from(owed).unwrap_or(i64::MAX) });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod payment_tests {
+    use super::*;
+
+    #[test]
+    fn a_payment_fits_what_is_still_owed_and_no_more() {
+        assert_eq!(check_payment(1000, &[400], 600), Ok(()));
+        assert_eq!(check_payment(1000, &[400], 601), Err(SaleError::PaymentExceedsBalance { amount: 601, owed: 600 }));
+        assert_eq!(check_payment(1000, &[1000], 1), Err(SaleError::PaymentExceedsBalance { amount: 1, owed: 0 }));
+        assert_eq!(
+            check_payment(i64::MAX, &[i64::MAX, i64::MAX], 1).unwrap_err().to_string().split(':').next(),
+            Some("amount_minor")
+        );
+    }
 }
 
 /// One line as priced: quantity × unit price.

@@ -10,6 +10,7 @@ pub mod canary;
 pub mod dlq;
 pub mod inbound;
 pub mod instances;
+pub mod login_throttle;
 pub mod migrations;
 pub mod notifications;
 pub mod outbox;

@@ -7,7 +7,7 @@
 //! Neither of the two imports the other.
 
 mod letters;
-mod replay;
+pub(crate) mod replay;
 mod select;
 
 use crate::cli::DlqCommand;

@@ -302,7 +302,7 @@ fn group(letters: &[(i64, String, String)]) -> BTreeMap<String, BTreeMap<String,
 }
 
 /// Who runs this: `$USER`, else `$LOGNAME`, else the OS user id (`uid 1000`).
-fn login_name() -> String {
+pub(crate) fn login_name() -> String {
     for var in ["USER", "LOGNAME"] {
         if let Ok(v) = std::env::var(var)
             && !v.trim().is_empty()

@@ -5,13 +5,15 @@
 //! with the key set of [`crate::keys`].
 
 use super::error::{ApiError, ApiResult, ok};
-use super::extract::{ApiJson, Caller};
+use super::extract::{ApiJson, Caller, ClientAddr};
 use crate::state::Shared;
 use atelier_domain::auth::{self, Claims};
+use atelier_domain::rules::lockout;
 use atelier_domain::rules::permissions::{Permission, Role};
-use atelier_domain::store::{StoreError, Tenant, tenancy};
+use atelier_domain::store::{StoreError, Tenant, login_throttle, tenancy};
 use axum::extract::{Request, State};
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, RETRY_AFTER};
+use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
@@ -73,28 +75,82 @@ pub struct Login {
     password: String,
 }
 
+/// The lockout limits of the configuration, per account and per address.
+fn limits(shared: &Shared) -> (lockout::Limits, lockout::Limits) {
+    let a = &shared.config.settings.auth;
+    let per = |failures| lockout::Limits { failures, window: a.lockout_window, duration: a.lockout_duration };
+    (per(a.lockout_account_failures), per(a.lockout_client_failures))
+}
+
+/// 429 in the envelope, with `Retry-After` in seconds.
+fn locked_out(seconds: u64) -> Response {
+    let mut res = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_attempts",
+        format!("too many failed logins: try again in {seconds} s"),
+    )
+    .into_response();
+    res.headers_mut().insert(RETRY_AFTER, HeaderValue::from(seconds));
+    res
+}
+
 /// `POST /auth/login`: email and password → a Bearer token.
-pub async fn login(State(shared): State<Arc<Shared>>, ApiJson(body): ApiJson<Login>) -> ApiResult {
+///
+/// Failed logins are counted per account (the email as typed, known or not)
+/// and per client address; either over its limit answers 429 with
+/// `Retry-After` before any password is checked, so a correct password
+/// during a lockout still fails. An unknown email is checked against a dummy
+/// hash and counted like a wrong password: the two are indistinguishable.
+/// Hashing runs on the bounded pool ([`Shared::hashing`]).
+pub async fn login(
+    State(shared): State<Arc<Shared>>,
+    ClientAddr(client): ClientAddr,
+    ApiJson(body): ApiJson<Login>,
+) -> ApiResult {
     if body.email.trim().is_empty() {
         return Err(ApiError::invalid("email", "must not be empty"));
     }
     if body.password.is_empty() || body.password.len() > 1024 {
         return Err(ApiError::invalid("password", "must be 1 to 1024 characters"));
     }
+    let mut keys = vec![lockout::account_key(&body.email)];
+    if let Some(ip) = client {
+        keys.push(lockout::client_key(&ip.to_string()));
+    }
     let mut conn = shared.db.conn().await?;
+    if let Some(seconds) = login_throttle::locked_for(&mut conn, &keys, Utc::now()).await? {
+        return Ok(locked_out(seconds));
+    }
     let user = tenancy::user_by_email(&mut conn, &body.email).await?;
     drop(conn);
     let hash = user.as_ref().map(|u| u.password_hash.clone()).unwrap_or_else(|| auth::dummy_hash().to_owned());
     let password = body.password;
-    let matches = tokio::task::spawn_blocking(move || auth::verify_password(&password, &hash))
+    let matches = shared
+        .hashing
+        .run(move || auth::verify_password(&password, &hash))
         .await
-        .map_err(ApiError::internal)?;
-    let wrong =
-        || ApiError::new(axum::http::StatusCode::UNAUTHORIZED, "invalid_credentials", "wrong email or password");
+        .ok_or_else(|| ApiError::internal("the password hashing pool stopped"))?;
+    let mut conn = shared.db.conn().await?;
     let user = match user {
         Some(u) if matches => u,
-        _ => return Err(wrong()),
+        _ => {
+            let (account, address) = limits(&shared);
+            let now = Utc::now();
+            login_throttle::record_failure(&mut conn, &keys[0], &account, now).await?;
+            if let Some(k) = keys.get(1) {
+                login_throttle::record_failure(&mut conn, k, &address, now).await?;
+            }
+            // Keys whose window and lock are over count for nothing: forget some.
+            let over = account.window.max(account.duration).max(address.window).max(address.duration);
+            login_throttle::forget_stale(
+                &mut conn,
+                now - chrono::Duration::from_std(over).unwrap_or(chrono::Duration::MAX),
+            )
+            .await?;
+            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_credentials", "wrong email or password"));
+        }
     };
+    login_throttle::clear(&mut conn, &keys[0]).await?;
     if !user.active {
         return Err(ApiError::unauthorized("the account is disabled"));
     }

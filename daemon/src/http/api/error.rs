@@ -105,6 +105,9 @@ fn rule_code(r: &RuleError) -> (StatusCode, &'static str) {
     match r {
         RuleError::Step(s) => step_code(s),
         RuleError::Sale(SaleError::Draft { .. }) => (StatusCode::UNPROCESSABLE_ENTITY, "sale_draft"),
+        RuleError::Sale(SaleError::PaymentExceedsBalance { .. }) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "payment_exceeds_balance")
+        }
         RuleError::Sale(_) | RuleError::Cost(_) | RuleError::Money(_) => {
             (StatusCode::UNPROCESSABLE_ENTITY, "rule_refused")
         }

@@ -5,6 +5,7 @@
 //! permission layer (`auth::authorize`) leaves in the request.
 
 use super::error::{ApiError, list};
+use atelier_domain::rules::limits;
 use atelier_domain::rules::permissions::Role;
 use atelier_domain::store::tenancy::User;
 use atelier_domain::store::{self, Tenant};
@@ -51,12 +52,43 @@ fn clean(text: &str) -> String {
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
+    /// The body is read as JSON, checked against the input limits
+    /// (`rules::limits`: no NUL, lengths, counts, ranges), then typed; every
+    /// refusal names the field (`body` for the body itself).
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(ApiJson(v)),
-            Err(r) => Err(json_rejection(r)),
+        let value = match axum::Json::<serde_json::Value>::from_request(req, state).await {
+            Ok(axum::Json(v)) => v,
+            Err(r) => return Err(json_rejection(r)),
+        };
+        // Every body of this API is an object (serde would also take a list
+        // for a struct, field by position: refused here).
+        if !value.is_object() {
+            return Err(ApiError::invalid("body", "must be a JSON object"));
+        }
+        limits::check_body(&value).map_err(|v| ApiError::invalid(&v.field, v.message))?;
+        serde_path_to_error::deserialize(value).map(ApiJson).map_err(|e| typed_rejection(&e))
+    }
+}
+
+/// A body that is JSON but not of the route's type, as `field: message`.
+fn typed_rejection(e: &serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let path = e.path().to_string();
+    let message = e.inner().to_string();
+    let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
+    let prefix = if path == "." || path.is_empty() { String::new() } else { format!("{path}.") };
+    // serde names a missing or unknown field in its message, not its path.
+    for (lead, what) in [("missing field `", "is required"), ("unknown field `", "is not a field of this body")] {
+        if let Some(rest) = message.strip_prefix(lead)
+            && let Some((name, _)) = rest.split_once('`')
+        {
+            // An unknown field is already the path's last segment; a missing one is not.
+            let field =
+                if path == name || path.ends_with(&format!(".{name}")) { path } else { format!("{prefix}{name}") };
+            return ApiError::invalid(&field, what);
         }
     }
+    let field = if prefix.is_empty() { "body".to_owned() } else { path };
+    ApiError::invalid(&field, message.chars().take(300).collect::<String>())
 }
 
 /// A query string; a malformed or invalid parameter is a 400 naming it.
@@ -65,6 +97,11 @@ pub struct ApiQuery<T>(pub T);
 impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let raw = parts.uri.query().unwrap_or_default();
+        limits::check_query(
+            url::form_urlencoded::parse(raw.as_bytes()).collect::<Vec<_>>().iter().map(|(k, v)| (&**k, &**v)),
+        )
+        .map_err(|v| ApiError::bad_request("invalid_query", v.to_string()))?;
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(q) => Ok(ApiQuery(q.0)),
             Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
@@ -146,5 +183,17 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             .get::<Caller>()
             .cloned()
             .ok_or_else(|| ApiError::internal("a handler that needs a caller is routed without the auth layer"))
+    }
+}
+
+/// The client's address (the TCP peer: behind a reverse proxy, the proxy's),
+/// as the connection left it in the request.
+pub struct ClientAddr(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let peer = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
+        Ok(ClientAddr(peer.map(|c| c.0.ip())))
     }
 }

@@ -134,7 +134,7 @@ fn table() -> Vec<Entry> {
     use Permission::*;
     vec![
         route("POST", "/auth/login", Public, "auth", "Log in: email and password → Bearer token", &[], Some("email, password"), auth::login)
-            .status(200),
+            .status(200).errors(&[429]),
         route("GET", "/me", User, "auth", "The caller: user, role, permissions, modules", &[], None, auth::me),
         route("GET", "/sales", Needs(SalesView), "sales", "List sales, newest first", &[
             ("status", "draft or final"), ("channel", "web, mobile, walk_in, whatsapp, facebook, instagram, telegram"),
@@ -150,7 +150,7 @@ fn table() -> Vec<Entry> {
         route("POST", "/sales/{id}/complete", Needs(SalesComplete), "sales", "Complete a draft: it becomes final (raises sale.created)", &[], None, sales::complete_sale)
             .errors(&[409]),
         route("POST", "/sales/{id}/payments", Needs(PaymentsCreate), "sales", "Record a payment on a final sale (raises payment.received)", &[], Some("amount_minor, method"), sales::record_payment)
-            .errors(&[409]),
+            .errors(&[409, 422]),
         route("GET", "/products", Needs(ProductsView), "products", "List products", &PAGE, None, products::list_products),
         route("GET", "/products/{id}", Needs(ProductsView), "products", "A product", &[], None, products::get_product),
         route("POST", "/products", Needs(ProductsEdit), "products", "Create a product", &[], Some("name, sku?, unit_price_minor, requires_production? (default false)"), products::create_product)

@@ -4,6 +4,7 @@
 //! security, and the envelope of answers and errors.
 
 use super::{Access, RouteDoc, docs};
+use atelier_domain::rules::limits;
 use axum::Json;
 use serde_json::{Value, json};
 use std::sync::OnceLock;
@@ -29,7 +30,10 @@ fn reason(code: u16) -> &'static str {
         413 => "The body is over http.body_limit (payload_too_large)",
         415 => "The body is not Content-Type: application/json (unsupported_media_type)",
         422 => {
-            "A business rule refused it: invalid_transition, quantity_exceeded (completed_qty over step_qty), step_not_planned, incomplete_quantity, step_completed, rule_refused"
+            "A business rule refused it: invalid_transition, quantity_exceeded (completed_qty over step_qty), step_not_planned, incomplete_quantity, step_completed, payment_exceeds_balance, rule_refused"
+        }
+        429 => {
+            "Too many failed logins for the account or from the address (too_many_attempts); Retry-After says when to try again"
         }
         _ => "",
     }
@@ -49,6 +53,7 @@ pub fn document(routes: &[RouteDoc]) -> Value {
             "description": "The back office of made-to-order textile studios. Every answer is an envelope: {\"success\": true, \"data\": ..., \"count\": N for lists} or {\"success\": false, \"error\": {\"code\", \"message\"}}. The business comes only from the token.",
         },
         "servers": [{"url": "/api/v1"}],
+        "x-limits": x_limits(),
         "paths": paths,
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT (HS256, kid)"}},
@@ -139,4 +144,27 @@ fn capitalize(s: &str) -> String {
         Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
         None => String::new(),
     }
+}
+
+/// The input limits (`domain/src/rules/limits.rs`, the one table the API
+/// checks every body and query against): the most characters of each text
+/// field by name, items of each list, the range of bounded numbers.
+fn x_limits() -> Value {
+    let text: serde_json::Map<String, Value> = limits::TEXT.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect();
+    let lists: serde_json::Map<String, Value> =
+        limits::LISTS.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect();
+    let mut numbers: serde_json::Map<String, Value> =
+        limits::NUMBERS.iter().map(|(k, v)| ((*k).to_owned(), json!({"minimum": -v, "maximum": v}))).collect();
+    numbers
+        .insert("*_minor".into(), json!({"minimum": -limits::MAX_AMOUNT_MINOR, "maximum": limits::MAX_AMOUNT_MINOR}));
+    json!({
+        "description": "Every JSON body and query string is checked against these before anything else: a NUL character in any string, a text over its length, a list over its count or a number out of its range is 400 invalid_field (invalid_query for a query parameter) and the message starts with the field's path (lines[3].quantity: ...). Lists are answered a page at a time (limit at most 200), and every text field is bounded, so an answer is bounded in bytes too.",
+        "text_max_chars": text,
+        "text_max_chars_default": limits::DEFAULT_TEXT,
+        "list_max_items": lists,
+        "list_max_items_default": limits::DEFAULT_ITEMS,
+        "numbers": numbers,
+        "query_value_max_chars": limits::MAX_QUERY_VALUE,
+        "webhook_messages_per_delivery": limits::MAX_WEBHOOK_MESSAGES,
+    })
 }

@@ -11,7 +11,9 @@ use super::error::{ApiError, ApiResult, list, ok};
 use super::extract::{ApiJson, ApiQuery, Caller, Page, bytes_rejection, paged};
 use super::origin;
 use crate::state::Shared;
+use atelier_domain::rules::limits;
 use atelier_domain::rules::webhook::{self, CHANNEL_TYPES};
+use atelier_domain::store::StoreError;
 use atelier_domain::store::social::{self, ChannelConfig};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -31,8 +33,24 @@ fn channel_type(t: &str) -> Result<&str, ApiError> {
         .ok_or_else(|| ApiError::not_found("no such channel type: expected whatsapp, facebook, instagram or telegram"))
 }
 
-fn query_map(raw: Option<String>) -> HashMap<String, String> {
-    url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()).into_owned().collect()
+fn query_map(raw: Option<String>) -> Result<HashMap<String, String>, ApiError> {
+    let q: HashMap<String, String> =
+        url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()).into_owned().collect();
+    limits::check_query(q.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .map_err(|v| ApiError::bad_request("invalid_query", v.to_string()))?;
+    Ok(q)
+}
+
+/// Why one inbound message cannot be stored (a NUL, an overlong field), so
+/// that it is skipped and the rest of the delivery stored.
+fn unstorable(m: &webhook::InboundMessage) -> Option<String> {
+    let fields = [
+        ("account_id", m.account_id.as_deref().unwrap_or(""), 100),
+        ("id", m.provider_message_id.as_str(), 200),
+        ("from", m.from.as_str(), 64),
+        ("text", m.text.as_str(), 4096),
+    ];
+    fields.iter().find_map(|(name, value, max)| limits::check_text(name, value, *max).err().map(|v| v.to_string()))
 }
 
 fn business_id(q: &HashMap<String, String>) -> Result<i64, ApiError> {
@@ -50,7 +68,7 @@ pub async fn verify(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let kind = channel_type(&kind)?;
-    let q = query_map(raw);
+    let q = query_map(raw)?;
     let business = business_id(&q)?;
     if q.get("hub.mode").map(String::as_str) != Some("subscribe") {
         return Err(ApiError::bad_request("invalid_query", "hub.mode: expected subscribe"));
@@ -74,7 +92,7 @@ pub async fn receive(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let kind = channel_type(&kind)?;
-    let business = business_id(&query_map(raw))?;
+    let business = business_id(&query_map(raw)?)?;
     let body = body.map_err(bytes_rejection)?;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let presented = webhook::presented(kind, header);
@@ -97,21 +115,38 @@ pub async fn receive(
     let messages = webhook::parse(kind, &body).map_err(|e| ApiError::bad_request("malformed_json", e.0))?;
     let origin = origin();
     let (mut stored, mut duplicates, mut unrouted) = (0, 0, 0);
+    // One bad message never costs the others: it is skipped and reported, and
+    // the delivery is answered 200 so that the provider does not retry it
+    // forever. Only an unreachable database fails the delivery (503: retried).
+    let mut skipped = Vec::new();
     let accounts: Vec<&str> = signed_by.iter().map(|c| c.account_id.as_str()).collect();
-    for m in &messages {
+    for (index, m) in messages.iter().enumerate() {
+        if index >= limits::MAX_WEBHOOK_MESSAGES {
+            skipped.push(json!({"index": index, "reason": format!("over {} messages in one delivery", limits::MAX_WEBHOOK_MESSAGES)}));
+            continue;
+        }
+        if let Some(reason) = unstorable(m) {
+            skipped.push(json!({"index": index, "reason": reason}));
+            continue;
+        }
         let Some(channel) = webhook::route(m.account_id.as_deref(), &accounts).map(|i| &signed_by[i]) else {
             unrouted += 1;
             continue;
         };
-        match social::store_inbound(&mut conn, channel, m, &origin).await? {
-            Some(_) => stored += 1,
-            None => duplicates += 1,
+        match social::store_inbound(&mut conn, channel, m, &origin).await {
+            Ok(Some(_)) => stored += 1,
+            Ok(None) => duplicates += 1,
+            Err(e @ StoreError::Unavailable(_)) => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(index, error = %e, channel_type = kind, business, "a webhook message was skipped");
+                skipped.push(json!({"index": index, "reason": "refused by the store"}));
+            }
         }
     }
     if unrouted > 0 {
         tracing::warn!(unrouted, channel_type = kind, business, "webhook messages for no signing channel were skipped");
     }
-    Ok(ok(json!({"received": messages.len(), "stored": stored, "duplicates": duplicates})))
+    Ok(ok(json!({"received": messages.len(), "stored": stored, "duplicates": duplicates, "skipped": skipped})))
 }
 
 pub async fn list_channels(State(shared): State<Arc<Shared>>, caller: Caller) -> ApiResult {

@@ -1,11 +1,12 @@
 //! Payments: recorded on final sales, each raising `payment.received` in
 //! the same transaction; a sale's payments read back oldest first.
 
+use super::super::RuleError;
 use super::super::schema::payments;
 use super::super::{Conn, StoreError, Tenant, outbox};
 use super::{Payment, load};
 use crate::events::{Event, Origin, PaymentReceived};
-use crate::rules::sale::SaleStatus;
+use crate::rules::sale::{SaleStatus, check_payment};
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
@@ -31,6 +32,15 @@ pub async fn record_payment(
         if current.sale.status() != SaleStatus::Final {
             return Err(StoreError::Conflict("payments are recorded on final sales: complete the draft first".into()));
         }
+        // The sale's row is locked (load above): concurrent payments on it
+        // are checked one after the other.
+        let paid: Vec<i64> = payments::table
+            .filter(payments::business_id.eq(tenant.business_id).and(payments::sale_id.eq(sale_id)))
+            .select(payments::amount_minor)
+            .load(conn)
+            .await?;
+        check_payment(current.sale.total_minor, &paid, amount_minor)
+            .map_err(|e| StoreError::Refused(RuleError::Sale(e)))?;
         let payment: Payment = diesel::insert_into(payments::table)
             .values((
                 payments::business_id.eq(tenant.business_id),

@@ -1,0 +1,2 @@
+DROP TABLE account_audit;
+DROP TABLE login_throttle;
