@@ -45,7 +45,7 @@ impl App {
         handlers: Option<Vec<Arc<dyn events::handler::Handler>>>,
     ) -> Result<App, AppError> {
         let settings = &config.settings;
-        let store = secrets::open(settings.secrets.backend);
+        let store = secrets::open(&config);
         let url = DatabaseUrl::resolve(&settings.database, store.as_ref())?;
         if settings.database.create_if_missing && migrations::create_database_if_missing(&url).await? {
             tracing::info!(database = url.database(), "created the database");
@@ -59,7 +59,8 @@ impl App {
                 tracing::info!(count = applied.len(), "database migrated");
             }
         }
-        let keys = Keys::new(keys::load_keys(&config)?);
+        let (key_set, loaded) = keys::load(&config)?;
+        let keys = Keys::new(key_set);
         let db = Db::new(url, settings.database.pool_size, settings.database.connect_timeout)?;
         db.ping().await?;
         let metrics = Arc::new(crate::metrics::Metrics::default());
@@ -74,7 +75,9 @@ impl App {
             keys,
             outbox_written: tokio::sync::Notify::new(),
         });
+        shared.keys.init_loaded(loaded);
         let mut tasks = JoinSet::new();
+        tasks.spawn(keys::watch(shared.clone()));
         let (mut http_addr, mut metrics_addr) = (None, None);
         if roles.http {
             let settings = &shared.config.settings.http;

@@ -1,29 +1,59 @@
 //! The API's token signing keys: [`Keys`], the key set in use (current +
-//! previous, swapped whole at a rotation), and [`load_keys`], which reads it
-//! from the secret `auth.jwt_secret` at start. Held in [`crate::state::Shared`];
-//! the HTTP side signs and verifies with it.
+//! accepted ones, swapped whole at a rotation) with the secret versions it
+//! was built from, [`load_keys`], which reads it from the secret
+//! `auth.jwt_secret`, and [`watch`], which rereads the store on SIGHUP and
+//! every `secrets.reload_interval` so a rotation needs no restart. Held in
+//! [`crate::state::Shared`]; the HTTP side signs and verifies with it.
 
 use crate::error::AppError;
+use crate::state::Shared;
 use atelier_domain::auth::KeySet;
 use atelier_domain::config::Resolved;
 use atelier_domain::secrets;
 use std::sync::{Arc, RwLock};
 
+/// The versions of a secret a process has loaded: ids only, never values.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Loaded {
+    pub secret: String,
+    /// The version in use (signing); `None` where the backend has no versions (`env`).
+    pub current: Option<u32>,
+    /// Every version accepted, current first.
+    pub accepted: Vec<u32>,
+}
+
 /// The signing keys in use; replaced whole when the secret is rotated.
-pub struct Keys(RwLock<Arc<KeySet>>);
+pub struct Keys {
+    set: RwLock<Arc<KeySet>>,
+    loaded: RwLock<Option<Loaded>>,
+}
 
 impl Keys {
     pub fn new(set: KeySet) -> Self {
-        Keys(RwLock::new(Arc::new(set)))
+        Keys { set: RwLock::new(Arc::new(set)), loaded: RwLock::new(None) }
     }
     pub fn get(&self) -> Arc<KeySet> {
-        self.0.read().map(|g| g.clone()).unwrap_or_else(|p| p.into_inner().clone())
+        self.set.read().map(|g| g.clone()).unwrap_or_else(|p| p.into_inner().clone())
     }
     /// Installs a new key set (a rotation): tokens of any key it lists stay valid.
     pub fn replace(&self, set: KeySet) {
-        match self.0.write() {
+        match self.set.write() {
             Ok(mut g) => *g = Arc::new(set),
             Err(p) => *p.into_inner() = Arc::new(set),
+        }
+    }
+    /// Which versions of the secret the key set was built from (`/ready`, `/metrics`).
+    pub fn loaded(&self) -> Option<Loaded> {
+        self.loaded.read().map(|g| g.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+    /// Records the versions the first key set came from (at start).
+    pub fn init_loaded(&self, loaded: Option<Loaded>) {
+        self.set_loaded(loaded)
+    }
+    fn set_loaded(&self, loaded: Option<Loaded>) {
+        match self.loaded.write() {
+            Ok(mut g) => *g = loaded,
+            Err(p) => *p.into_inner() = loaded,
         }
     }
 }
@@ -33,23 +63,93 @@ impl Keys {
 /// generates a key for this process (tokens die with it); any other refuses
 /// to start.
 pub fn load_keys(config: &Resolved) -> Result<KeySet, AppError> {
+    load(config).map(|(set, _)| set)
+}
+
+/// [`load_keys`] and the versions it read.
+pub fn load(config: &Resolved) -> Result<(KeySet, Option<Loaded>), AppError> {
     let name = &config.settings.auth.jwt_secret;
-    let store = secrets::open(config.settings.secrets.backend);
-    match store.get(name)? {
-        Some(value) => KeySet::parse(value.expose())
-            .map_err(|e| AppError::Config(format!("secret '{name}' (auth.jwt_secret): {e}"))),
+    let store = secrets::open(config);
+    match store.staged(name)? {
+        Some(staged) => {
+            // Current first (it signs), then pending and previous (accepted).
+            let mut text = staged.current.expose().to_owned();
+            for (_, v) in &staged.others {
+                text.push(',');
+                text.push_str(v.expose());
+            }
+            let set = KeySet::parse(&text)
+                .map_err(|e| AppError::Config(format!("secret '{name}' (auth.jwt_secret): {e}")))?;
+            let loaded = staged.current_version.map(|current| Loaded {
+                secret: name.clone(),
+                current: Some(current),
+                accepted: std::iter::once(current).chain(staged.others.iter().map(|(v, _)| *v)).collect(),
+            });
+            Ok((set, loaded.or_else(|| Some(Loaded { secret: name.clone(), current: None, accepted: Vec::new() }))))
+        }
         None if config.settings.policy.allow_ephemeral_token_key => {
             tracing::warn!(
                 secret = %name,
                 env = %config.env,
                 "no token signing key set: using a key generated for this process (tokens stop working at restart; allowed by policy.allow_ephemeral_token_key)"
             );
-            Ok(KeySet::ephemeral())
+            Ok((KeySet::ephemeral(), None))
         }
         None => Err(AppError::Config(format!(
             "secret '{name}' (auth.jwt_secret) is not set: {}. Environment '{}' needs token signing keys (format kid:base64key[,kid:base64key], first is current)",
             store.hint(name),
             config.env
         ))),
+    }
+}
+
+/// Rereads the token keys; keeps the keys in use when the store cannot be
+/// read (and says why, without any value).
+pub fn reload(shared: &Shared) {
+    let before = shared.keys.loaded();
+    match load(&shared.config) {
+        Ok((set, _)) if set.ephemeral && shared.keys.get().ephemeral => {}
+        Ok((set, loaded)) => {
+            if loaded != before || set.kids() != shared.keys.get().kids() {
+                tracing::info!(
+                    secret = %shared.config.settings.auth.jwt_secret,
+                    current = ?loaded.as_ref().and_then(|l| l.current),
+                    accepted = ?loaded.as_ref().map(|l| l.accepted.clone()),
+                    kids = ?set.kids(),
+                    "token keys reloaded"
+                );
+            }
+            shared.keys.replace(set);
+            shared.keys.set_loaded(loaded);
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot reload the token keys: keeping the ones in use"),
+    }
+}
+
+/// Reloads the secrets on SIGHUP and every `secrets.reload_interval`, until shutdown.
+pub async fn watch(shared: Arc<Shared>) -> Result<(), AppError> {
+    let interval = shared.config.settings.secrets.reload_interval.max(std::time::Duration::from_millis(100));
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        #[cfg(unix)]
+        let hangup = async {
+            match hup.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hangup = std::future::pending::<()>();
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(interval) => {}
+            _ = hangup => tracing::info!("SIGHUP: reloading secrets"),
+        }
+        let s = shared.clone();
+        // Reading and decrypting the file is blocking work.
+        let _ = tokio::task::spawn_blocking(move || reload(&s)).await;
     }
 }

@@ -2,11 +2,16 @@
 //! wrapped in [`SecretValue`], whose Debug and Display never show them, so a
 //! secret cannot reach a log line, an error or JSON output by accident.
 //!
-//! Backends today: `env` (read-only; `ATELIER_SECRET_<NAME>` variables that a
-//! platform injects). The encrypted-file backend and rotation stages come with
-//! `atelier secrets`.
+//! Backends: `env` (read-only; `ATELIER_SECRET_<NAME>` variables that a
+//! platform injects) and `file` (`file.rs`: the environment's age-encrypted
+//! file, with versions in stages, see `document.rs`). A Vault or cloud
+//! backend is one more file implementing [`SecretStore`].
 
-use crate::config::SecretBackendKind;
+pub mod document;
+pub mod file;
+
+use crate::config::{Resolved, SecretBackendKind};
+pub use file::FileSecrets;
 use std::fmt;
 
 /// A secret's value. Deliberately not `Serialize`, and redacted when printed.
@@ -42,11 +47,31 @@ pub enum SecretError {
     Missing { name: String, hint: String },
     #[error("secret name '{0}' is invalid: use letters, digits and '_'")]
     InvalidName(String),
+    /// The store cannot be read or written (no file, a corrupt one, a wrong identity...): the message says what to do.
+    #[error("{0}")]
+    Store(String),
+}
+
+/// A secret as a reader that accepts several versions needs it: the current
+/// value (the one to sign or connect with) and the other accepted ones
+/// (pending and previous), each with its version (ids only are shown).
+#[derive(Debug, Clone)]
+pub struct Staged {
+    pub current: SecretValue,
+    /// `None` for a backend without versions (`env`).
+    pub current_version: Option<u32>,
+    pub others: Vec<(u32, SecretValue)>,
 }
 
 /// Reads secrets by name.
 pub trait SecretStore: Send + Sync {
     fn get(&self, name: &str) -> Result<Option<SecretValue>, SecretError>;
+
+    /// The current value and the other accepted versions; a backend without
+    /// versions has only the current one.
+    fn staged(&self, name: &str) -> Result<Option<Staged>, SecretError> {
+        Ok(self.get(name)?.map(|current| Staged { current, current_version: None, others: Vec::new() }))
+    }
 
     /// Where an operator sets `name`, for error messages.
     fn hint(&self, name: &str) -> String;
@@ -56,7 +81,7 @@ pub trait SecretStore: Send + Sync {
     }
 }
 
-fn check_name(name: &str) -> Result<(), SecretError> {
+pub(crate) fn check_name(name: &str) -> Result<(), SecretError> {
     if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         Ok(())
     } else {
@@ -85,10 +110,25 @@ impl SecretStore for EnvSecrets {
     }
 }
 
-/// The secret store an environment's `secrets.backend` names.
-pub fn open(kind: SecretBackendKind) -> Box<dyn SecretStore> {
+/// A new value for version `version` of a generated kind: a token key
+/// (`k<version>-<random>:<32 random bytes, base64>`) or a random token (64 hex digits).
+pub fn generate(kind: document::Kind, version: u32) -> SecretValue {
+    use base64::Engine;
+    let bytes: [u8; 32] = rand::random();
     match kind {
+        document::Kind::JwtKeys => {
+            let tag: u16 = rand::random();
+            SecretValue(format!("k{version}-{tag:04x}:{}", base64::engine::general_purpose::STANDARD.encode(bytes)))
+        }
+        _ => SecretValue(hex::encode(bytes)),
+    }
+}
+
+/// The secret store an environment's `secrets.backend` names.
+pub fn open(config: &Resolved) -> Box<dyn SecretStore> {
+    match config.settings.secrets.backend {
         SecretBackendKind::Env => Box::new(EnvSecrets),
+        SecretBackendKind::File => Box::new(FileSecrets::new(config)),
     }
 }
 
