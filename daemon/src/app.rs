@@ -77,7 +77,7 @@ impl App {
         });
         shared.keys.init_loaded(loaded);
         let mut tasks = JoinSet::new();
-        tasks.spawn(keys::watch(shared.clone()));
+        tasks.spawn(keys::watch(shared.clone(), keys::hangup()));
         let (mut http_addr, mut metrics_addr) = (None, None);
         if roles.http {
             let settings = &shared.config.settings.http;

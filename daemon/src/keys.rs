@@ -126,23 +126,37 @@ pub fn reload(shared: &Shared) {
     }
 }
 
-/// Reloads the secrets on SIGHUP and every `secrets.reload_interval`, until shutdown.
-pub async fn watch(shared: Arc<Shared>) -> Result<(), AppError> {
-    let interval = shared.config.settings.secrets.reload_interval.max(std::time::Duration::from_millis(100));
+/// SIGHUP, registered before the daemon says it serves (so a SIGHUP sent
+/// after that never hits the default action, which ends the process).
+#[cfg(unix)]
+pub type Hangup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+pub type Hangup = Option<()>;
+
+/// Registers for SIGHUP (see [`watch`]).
+pub fn hangup() -> Hangup {
     #[cfg(unix)]
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+/// Reloads the secrets on SIGHUP and every `secrets.reload_interval`, until shutdown.
+pub async fn watch(shared: Arc<Shared>, mut hup: Hangup) -> Result<(), AppError> {
+    let interval = shared.config.settings.secrets.reload_interval.max(std::time::Duration::from_millis(100));
     loop {
-        #[cfg(unix)]
         let hangup = async {
-            match hup.as_mut() {
-                Some(s) => {
-                    s.recv().await;
-                }
-                None => std::future::pending().await,
+            #[cfg(unix)]
+            if let Some(s) = hup.as_mut() {
+                s.recv().await;
+                return;
             }
+            #[cfg(not(unix))]
+            let _ = hup.as_mut();
+            std::future::pending::<()>().await
         };
-        #[cfg(not(unix))]
-        let hangup = std::future::pending::<()>();
         tokio::select! {
             _ = shared.shutdown.cancelled() => return Ok(()),
             _ = tokio::time::sleep(interval) => {}

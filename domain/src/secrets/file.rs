@@ -160,7 +160,16 @@ impl FileSecrets {
 
     /// Decrypts `version` of secret `name` with the identity from the environment.
     pub fn decrypt(&self, name: &str, version: &Version) -> Result<SecretValue, SecretError> {
-        let identities = identities()?;
+        self.decrypt_with(name, version, &identities()?)
+    }
+
+    /// [`FileSecrets::decrypt`] with the given identities (tools and tests).
+    pub fn decrypt_with(
+        &self,
+        name: &str,
+        version: &Version,
+        identities: &[age::x25519::Identity],
+    ) -> Result<SecretValue, SecretError> {
         let corrupt = || {
             store_error(format!(
                 "the value of secret '{name}' version {} in {} is corrupt: restore the file from version control, or set the secret again",
@@ -191,6 +200,25 @@ impl FileSecrets {
     }
 }
 
+/// Parses identities (`AGE-SECRET-KEY-1...` lines; `#` comments) as an identity file holds them.
+pub fn parse_identities(text: &str, from: &str) -> Result<Vec<age::x25519::Identity>, SecretError> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().map(str::trim).enumerate() {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        out.push(
+            line.parse::<age::x25519::Identity>().map_err(|_| {
+                store_error(format!("{from} line {} is not an age identity (AGE-SECRET-KEY-1...)", n + 1))
+            })?,
+        );
+    }
+    if out.is_empty() {
+        return Err(store_error(format!("{from} holds no age identity (AGE-SECRET-KEY-1...)")));
+    }
+    Ok(out)
+}
+
 /// Reads the identities from `ATELIER_SECRETS_IDENTITY` or the file `ATELIER_SECRETS_IDENTITY_FILE`.
 fn identities() -> Result<Vec<age::x25519::Identity>, SecretError> {
     let (text, from) = match (
@@ -211,21 +239,7 @@ fn identities() -> Result<Vec<age::x25519::Identity>, SecretError> {
             )));
         }
     };
-    let mut out = Vec::new();
-    for (n, line) in text.lines().map(str::trim).enumerate() {
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        out.push(
-            line.parse::<age::x25519::Identity>().map_err(|_| {
-                store_error(format!("{from} line {} is not an age identity (AGE-SECRET-KEY-1...)", n + 1))
-            })?,
-        );
-    }
-    if out.is_empty() {
-        return Err(store_error(format!("{from} holds no age identity (AGE-SECRET-KEY-1...)")));
-    }
-    Ok(out)
+    parse_identities(&text, &from)
 }
 
 /// A new identity and its recipient (public key), as `age-keygen` makes them.
@@ -257,5 +271,88 @@ impl SecretStore for FileSecrets {
 
     fn hint(&self, name: &str) -> String {
         format!("set it with `atelier --env {} secrets set {name}` (file {})", self.env, self.path.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secrets::document::{Entry, Kind};
+
+    fn store(dir: &Path, recipients: Vec<String>) -> FileSecrets {
+        FileSecrets { path: dir.join("t.secrets.json"), env: "t".into(), recipients }
+    }
+
+    fn tmp(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("atelier-secrets-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn version(value: String) -> Version {
+        Version {
+            version: 1,
+            stage: Stage::Current,
+            created_at: chrono::Utc::now(),
+            activates_at: None,
+            current_since: None,
+            retired_at: None,
+            value,
+        }
+    }
+
+    #[test]
+    fn a_value_round_trips_and_only_its_recipients_read_it() {
+        let dir = tmp("roundtrip");
+        let (id, public) = generate_identity();
+        let (other, _) = generate_identity();
+        let fs = store(&dir, vec![public]);
+        let mine = parse_identities(id.expose(), "test").unwrap();
+        let theirs = parse_identities(other.expose(), "test").unwrap();
+        let encrypted = fs.encrypt(&SecretValue::new("hunter2-value")).unwrap();
+        assert!(encrypted.starts_with("age:") && !encrypted.contains("hunter2"), "{encrypted}");
+        // Two encryptions of one value differ (nothing to compare across files).
+        assert_ne!(encrypted, fs.encrypt(&SecretValue::new("hunter2-value")).unwrap());
+        let v = version(encrypted);
+        assert_eq!(fs.decrypt_with("x", &v, &mine).unwrap().expose(), "hunter2-value");
+        let wrong = fs.decrypt_with("x", &v, &theirs).unwrap_err().to_string();
+        assert!(wrong.starts_with("wrong identity") && wrong.contains("'x'"), "{wrong}");
+        let mut broken = v.clone();
+        broken.value = "age:bm90IGFuIGFnZSBmaWxl".into();
+        let corrupt = fs.decrypt_with("x", &broken, &mine).unwrap_err().to_string();
+        assert!(corrupt.contains("is corrupt") && corrupt.contains("version 1"), "{corrupt}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_file_is_written_whole_and_a_corrupt_one_is_refused_clearly() {
+        let dir = tmp("write");
+        let (_, public) = generate_identity();
+        let fs = store(&dir, vec![public.clone()]);
+        let missing = fs.read().unwrap_err().to_string();
+        assert!(missing.contains("does not exist") && missing.contains("secrets init"), "{missing}");
+        let mut doc = fs.new_document().unwrap();
+        let value = fs.encrypt(&SecretValue::new("v")).unwrap();
+        doc.secrets.insert("a".into(), Entry { kind: Kind::Token, versions: vec![version(value)] });
+        fs.write(&doc).unwrap();
+        assert_eq!(fs.read().unwrap(), doc);
+        // Only the file itself is left: no temporary file beside it.
+        let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["t.secrets.json"]);
+        let text = std::fs::read_to_string(fs.path()).unwrap();
+        std::fs::write(fs.path(), &text[..text.len() / 2]).unwrap();
+        let corrupt = fs.read().unwrap_err().to_string();
+        assert!(corrupt.contains("is corrupt") && corrupt.contains("restore it"), "{corrupt}");
+        std::fs::write(fs.path(), text.replace(FORMAT, "other/9")).unwrap();
+        assert!(fs.read().unwrap_err().to_string().contains("format"));
+        // Recipients that differ from the configuration's, or that are not age keys.
+        let other = store(&dir, vec!["age1notakey".into()]);
+        assert!(other.encrypt(&SecretValue::new("v")).unwrap_err().to_string().contains("not an age public key"));
+        let (_, second) = generate_identity();
+        let moved = store(&dir, vec![second]);
+        assert!(moved.check_recipients(&doc).unwrap_err().to_string().contains("other recipients"));
+        assert!(fs.check_recipients(&doc).is_ok());
+        assert!(parse_identities("nonsense", "f").err().unwrap().to_string().contains("line 1"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
