@@ -46,7 +46,8 @@ impl App {
     ) -> Result<App, AppError> {
         let settings = &config.settings;
         let store = secrets::open(&config);
-        let url = DatabaseUrl::resolve(&settings.database, store.as_ref())?;
+        let (url, db_staged) = DatabaseUrl::resolve_versioned(&settings.database, store.as_ref())?;
+        let db_loaded = keys::database_loaded(&config, db_staged.as_ref());
         if settings.database.create_if_missing && migrations::create_database_if_missing(&url).await? {
             tracing::info!(database = url.database(), "created the database");
         }
@@ -75,7 +76,10 @@ impl App {
             keys,
             outbox_written: tokio::sync::Notify::new(),
         });
-        shared.keys.init_loaded(loaded);
+        shared.keys.set_loaded(&shared.config.settings.auth.jwt_secret, loaded);
+        if let Some(name) = &shared.config.settings.database.password_secret {
+            shared.keys.set_loaded(name, db_loaded);
+        }
         let mut tasks = JoinSet::new();
         tasks.spawn(keys::watch(shared.clone(), keys::hangup()));
         let (mut http_addr, mut metrics_addr) = (None, None);

@@ -25,12 +25,13 @@ pub struct Loaded {
 /// The signing keys in use; replaced whole when the secret is rotated.
 pub struct Keys {
     set: RwLock<Arc<KeySet>>,
-    loaded: RwLock<Option<Loaded>>,
+    /// The versions of each versioned secret in use (token keys, database password).
+    loaded: RwLock<Vec<Loaded>>,
 }
 
 impl Keys {
     pub fn new(set: KeySet) -> Self {
-        Keys { set: RwLock::new(Arc::new(set)), loaded: RwLock::new(None) }
+        Keys { set: RwLock::new(Arc::new(set)), loaded: RwLock::new(Vec::new()) }
     }
     pub fn get(&self) -> Arc<KeySet> {
         self.set.read().map(|g| g.clone()).unwrap_or_else(|p| p.into_inner().clone())
@@ -42,19 +43,15 @@ impl Keys {
             Err(p) => *p.into_inner() = Arc::new(set),
         }
     }
-    /// Which versions of the secret the key set was built from (`/ready`, `/metrics`).
-    pub fn loaded(&self) -> Option<Loaded> {
+    /// Which versions of each secret the process uses (`/ready`, `/metrics`).
+    pub fn loaded(&self) -> Vec<Loaded> {
         self.loaded.read().map(|g| g.clone()).unwrap_or_else(|p| p.into_inner().clone())
     }
-    /// Records the versions the first key set came from (at start).
-    pub fn init_loaded(&self, loaded: Option<Loaded>) {
-        self.set_loaded(loaded)
-    }
-    fn set_loaded(&self, loaded: Option<Loaded>) {
-        match self.loaded.write() {
-            Ok(mut g) => *g = loaded,
-            Err(p) => *p.into_inner() = loaded,
-        }
+    /// Records the versions loaded of `loaded.secret`, replacing what was recorded for it.
+    pub fn set_loaded(&self, secret: &str, loaded: Option<Loaded>) {
+        let mut g = self.loaded.write().unwrap_or_else(|p| p.into_inner());
+        g.retain(|l| l.secret != secret);
+        g.extend(loaded);
     }
 }
 
@@ -103,11 +100,38 @@ pub fn load(config: &Resolved) -> Result<(KeySet, Option<Loaded>), AppError> {
     }
 }
 
-/// Rereads the token keys; keeps the keys in use when the store cannot be
-/// read (and says why, without any value).
+/// The versions of the database password in `staged` (ids only).
+pub fn database_loaded(config: &Resolved, staged: Option<&secrets::Staged>) -> Option<Loaded> {
+    let name = config.settings.database.password_secret.as_ref()?;
+    let current = staged?.current_version?;
+    Some(Loaded { secret: name.clone(), current: Some(current), accepted: vec![current] })
+}
+
+/// Rereads the secrets atelierd uses live: the token keys (swapped whole)
+/// and the database password (new connections use it; open ones finish
+/// their work). Keeps what is in use when the store cannot be read (and
+/// says why, without any value).
 pub fn reload(shared: &Shared) {
-    let before = shared.keys.loaded();
-    match load(&shared.config) {
+    let config = &shared.config;
+    if config.settings.database.password_secret.is_some() {
+        let store = secrets::open(config);
+        match atelier_domain::store::DatabaseUrl::resolve_versioned(&config.settings.database, store.as_ref()) {
+            Ok((url, staged)) => {
+                let loaded = database_loaded(config, staged.as_ref());
+                let name = config.settings.database.password_secret.as_deref().unwrap_or_default();
+                let before = shared.keys.loaded().into_iter().find(|l| l.secret == name);
+                if loaded != before {
+                    tracing::info!(secret = %name, user = url.user(), current = ?loaded.as_ref().and_then(|l| l.current), "database password reloaded: new connections use it");
+                }
+                shared.db.set_url(url);
+                shared.keys.set_loaded(name, loaded);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot reload the database password: keeping the one in use"),
+        }
+    }
+    let jwt = &config.settings.auth.jwt_secret;
+    let before = shared.keys.loaded().into_iter().find(|l| &l.secret == jwt);
+    match load(config) {
         Ok((set, _)) if set.ephemeral && shared.keys.get().ephemeral => {}
         Ok((set, loaded)) => {
             if loaded != before || set.kids() != shared.keys.get().kids() {
@@ -120,7 +144,7 @@ pub fn reload(shared: &Shared) {
                 );
             }
             shared.keys.replace(set);
-            shared.keys.set_loaded(loaded);
+            shared.keys.set_loaded(jwt, loaded);
         }
         Err(e) => tracing::warn!(error = %e, "cannot reload the token keys: keeping the ones in use"),
     }

@@ -148,6 +148,7 @@ impl Store {
             activates_at,
             current_since: None,
             retired_at: None,
+            user: None,
             value: encrypted,
         }
     }

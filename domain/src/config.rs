@@ -259,12 +259,18 @@ pub struct SecretMaxAge {
     pub token: Duration,
     #[serde(with = "humantime_serde")]
     pub external: Duration,
+    #[serde(with = "humantime_serde", default = "default_postgres_max_age")]
+    pub postgres_password: Duration,
+}
+
+fn default_postgres_max_age() -> Duration {
+    Duration::from_secs(90 * 86_400)
 }
 
 impl Default for SecretMaxAge {
     fn default() -> Self {
         let days = |d: u64| Duration::from_secs(d * 86_400);
-        SecretMaxAge { jwt_keys: days(90), token: days(180), external: days(365) }
+        SecretMaxAge { jwt_keys: days(90), token: days(180), external: days(365), postgres_password: days(90) }
     }
 }
 

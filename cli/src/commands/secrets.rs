@@ -27,7 +27,7 @@ pub async fn run(cmd: SecretsCommand, ctx: &Context) -> Result<Code, Failure> {
         SecretsCommand::Set { name, kind, stage, stdin } => set(ctx, &name, kind.as_deref(), &stage, stdin),
         SecretsCommand::Show { name, reveal } => show(ctx, &name, reveal),
         SecretsCommand::Rotate { name, promote, abort } => rotate(ctx, &name, promote, abort).await,
-        SecretsCommand::Finish { name, force } => finish(ctx, &name, force),
+        SecretsCommand::Finish { name, force } => finish(ctx, &name, force).await,
         SecretsCommand::History { name } => history(ctx, &name),
     }
 }
@@ -89,6 +89,7 @@ fn max_age(ctx: &Context, kind: Kind) -> Duration {
         Kind::JwtKeys => m.jwt_keys,
         Kind::Token => m.token,
         Kind::External => m.external,
+        Kind::PostgresPassword => m.postgres_password,
     }
 }
 
@@ -96,7 +97,7 @@ fn max_age(ctx: &Context, kind: Kind) -> Duration {
 fn overlap(ctx: &Context, kind: Kind) -> Duration {
     match kind {
         Kind::JwtKeys => ctx.config.settings.auth.token_lifetime,
-        Kind::Token | Kind::External => Duration::ZERO,
+        Kind::Token | Kind::External | Kind::PostgresPassword => Duration::ZERO,
     }
 }
 
@@ -171,6 +172,7 @@ fn init(ctx: &Context) -> Result<Code, Failure> {
                 activates_at: None,
                 current_since: Some(now),
                 retired_at: None,
+                user: None,
                 value,
             }],
         },
@@ -339,6 +341,7 @@ fn set(ctx: &Context, name: &str, kind: Option<&str>, stage: &str, stdin: bool) 
         activates_at: None,
         current_since: None,
         retired_at: None,
+        user: None,
         value: encrypted,
     });
     if !pending {
@@ -452,26 +455,97 @@ async fn rotate(ctx: &Context, name: &str, promote: bool, abort: bool) -> Result
             }
             ctx.confirm(&format!("Rotate secret {name}"))?;
             let version = e.next_version();
-            let delay = ctx.config.settings.secrets.activation_delay;
-            let activates_at = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+            let (activates_at, user) = match kind {
+                // Applied, tested, then promoted by this command (below), not by time.
+                Kind::PostgresPassword => (None, Some(alternate_user(ctx, e)?)),
+                _ => {
+                    let delay = ctx.config.settings.secrets.activation_delay;
+                    (Some(now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX)), None)
+                }
+            };
             let value = fs.encrypt(&secrets::generate(kind, version))?;
             let e = doc.secrets.get_mut(name).expect("checked");
             e.versions.push(Version {
                 version,
                 stage: Stage::Pending,
                 created_at: now,
-                activates_at: Some(activates_at),
+                activates_at,
                 current_since: None,
                 retired_at: None,
+                user,
                 value,
             });
             doc.record(now, &who, name, Some(version), "create");
             fs.write(&doc)?;
-            (version, Some(activates_at), false)
+            (version, activates_at, false)
         }
     };
+    if kind == Kind::PostgresPassword {
+        apply_database_password(ctx, &fs, &mut doc, name, version).await?;
+        let waited = wait_for_daemons(ctx, name, version).await;
+        return report(ctx, name, version, "current", None, resumed, waited);
+    }
     let waited = wait_for_daemons(ctx, name, version).await;
     report(ctx, name, version, "pending", activates_at, resumed, waited)
+}
+
+/// The database password's roles: the URL's user and `<user>_alt`.
+fn database_roles(ctx: &Context) -> Result<(String, String), Failure> {
+    let url = ctx.database_url()?;
+    let base = url.user().strip_suffix("_alt").unwrap_or(url.user()).to_owned();
+    Ok((base.clone(), format!("{base}_alt")))
+}
+
+/// The role a new database password goes to: the one the current version does not use.
+fn alternate_user(ctx: &Context, e: &Entry) -> Result<String, Failure> {
+    let (base, alt) = database_roles(ctx)?;
+    let current = e.stage(Stage::Current).and_then(|v| v.user.clone()).unwrap_or_else(|| base.clone());
+    Ok(if current == alt { base } else { alt })
+}
+
+/// The applied kind's steps after `create`: set the pending password on its
+/// role (as the current credentials, from a SCRAM verifier computed here),
+/// test a fresh connection with it, then promote it. A failed step leaves
+/// `current` untouched: `rotate` again retries, `--abort` drops the pending.
+async fn apply_database_password(
+    ctx: &Context,
+    fs: &FileSecrets,
+    doc: &mut Document,
+    name: &str,
+    version: u32,
+) -> Result<(), Failure> {
+    use atelier_domain::store::{Db, roles};
+    let timeout = ctx.config.settings.database.connect_timeout;
+    let pending = doc.secrets[name].stage(Stage::Pending).cloned().expect("a pending version");
+    let user = pending.user.clone().ok_or_else(|| Failure::new(Code::Failure, "the pending version names no role"))?;
+    let password = fs.decrypt(name, &pending)?;
+    let stopped = |step: &str, e: String| {
+        Failure::new(
+            Code::Failure,
+            format!(
+                "{name} v{version} was not promoted: {step} failed: {e}. current is untouched: `secrets rotate {name}` retries, `secrets rotate {name} --abort` drops v{version}"
+            ),
+        )
+    };
+    let current = ctx.database_url()?;
+    let verifier = secrets::scram_verifier(&password);
+    let applied = async {
+        let db = Db::new(current.clone(), 1, timeout)?;
+        let mut conn = db.conn().await?;
+        roles::set_password_verifier(&mut conn, &user, &verifier).await
+    }
+    .await;
+    applied
+        .map_err(|e| stopped(&format!("setting the password of role {user} (as {})", current.user()), e.to_string()))?;
+    doc.record(Utc::now(), &actor(), name, Some(version), "apply");
+    let candidate = current.with_credentials(&user, password);
+    let tested = async { Db::new(candidate, 1, timeout)?.ping().await }.await;
+    tested.map_err(|e| stopped(&format!("a new connection as {user}"), e.to_string()))?;
+    doc.record(Utc::now(), &actor(), name, Some(version), "test");
+    let a = rules::promote(doc.secrets.get_mut(name).expect("checked"), Utc::now());
+    doc.record(a.at, &actor(), name, Some(a.version), "promote");
+    fs.write(doc)?;
+    Ok(())
 }
 
 /// The daemons (secrets.daemons) that have not loaded `version` of `name` within secrets.daemon_wait.
@@ -553,7 +627,7 @@ fn report(
     }
 }
 
-fn finish(ctx: &Context, name: &str, force: bool) -> Result<Code, Failure> {
+async fn finish(ctx: &Context, name: &str, force: bool) -> Result<Code, Failure> {
     check_name(name)?;
     let fs = file(ctx)?;
     let mut doc = load_for_change(&fs)?;
@@ -567,6 +641,18 @@ fn finish(ctx: &Context, name: &str, force: bool) -> Result<Code, Failure> {
         Err(refused) => return Err(Failure::new(Code::Failure, format!("cannot finish '{name}': {refused}"))),
     };
     ctx.confirm(&format!("Finish the rotation of secret {name}"))?;
+    if e.kind == Kind::PostgresPassword {
+        // The old role's password stops working (connected with the current credentials).
+        let (base, _) = database_roles(ctx)?;
+        let role = |v: Option<&Version>| v.map(|v| v.user.clone().unwrap_or_else(|| base.clone()));
+        let (old, current) = (role(e.stage(Stage::Previous)), role(e.stage(Stage::Current)));
+        if let Some(old) = old.filter(|o| Some(o) != current.as_ref()) {
+            let db =
+                atelier_domain::store::Db::new(ctx.database_url()?, 1, ctx.config.settings.database.connect_timeout)?;
+            let mut conn = db.conn().await?;
+            atelier_domain::store::roles::clear_password(&mut conn, &old).await?;
+        }
+    }
     doc.secrets.get_mut(name).expect("checked").versions.retain(|v| v.stage != Stage::Previous);
     doc.record(Utc::now(), &actor(), name, Some(version), if force { "finish --force" } else { "finish" });
     fs.write(&doc)?;

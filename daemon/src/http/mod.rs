@@ -255,7 +255,7 @@ async fn ready(State(shared): State<Arc<Shared>>) -> Response {
             checks.insert("database".into(), json!({"ok": false, "error": e.to_string()}));
         }
     }
-    match migrations::status(shared.db.url()).await {
+    match migrations::status(&shared.db.url()).await {
         Ok(all) => {
             // Pending expand migrations: not ready. A pending contract one waits
             // for the old slot to go, so it must not hold the new one back. An
@@ -297,7 +297,7 @@ async fn ready(State(shared): State<Arc<Shared>>) -> Response {
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     // The secret versions this process has loaded (ids only), so `atelier
     // secrets rotate` can wait for every daemon to have a new one.
-    let secrets: Vec<_> = shared.keys.loaded().into_iter().collect();
+    let secrets = shared.keys.loaded();
     (status, Json(json!({"status": if ok { "ready" } else { "not_ready" }, "checks": checks, "secrets": secrets})))
         .into_response()
 }
@@ -313,11 +313,14 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         Err(_) => Vec::new(),
     };
     let mut body = shared.metrics.render(&dead);
-    if let Some(loaded) = shared.keys.loaded() {
+    let all = shared.keys.loaded();
+    if !all.is_empty() {
         body.push_str(
             "# HELP atelier_secret_version The secret versions this process has loaded (stage current or accepted).\n",
         );
         body.push_str("# TYPE atelier_secret_version gauge\n");
+    }
+    for loaded in all {
         for (stage, versions) in
             [("current", loaded.current.into_iter().collect::<Vec<_>>()), ("accepted", loaded.accepted.clone())]
         {

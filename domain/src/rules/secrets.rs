@@ -106,6 +106,7 @@ mod tests {
             activates_at,
             current_since: None,
             retired_at: None,
+            user: None,
             value: String::new(),
         }
     }

@@ -23,22 +23,25 @@ pub enum Kind {
     Token,
     /// A value pasted from a provider: `set --stage pending`, then `rotate --promote`.
     External,
+    /// The database password (`database.password_secret`): applied with `ALTER ROLE`, alternating users.
+    PostgresPassword,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::JwtKeys, Kind::Token, Kind::External];
+    pub const ALL: [Kind; 4] = [Kind::JwtKeys, Kind::Token, Kind::External, Kind::PostgresPassword];
 
     pub fn name(self) -> &'static str {
         match self {
             Kind::JwtKeys => "jwt_keys",
             Kind::Token => "token",
             Kind::External => "external",
+            Kind::PostgresPassword => "postgres_password",
         }
     }
 
     /// Whether `rotate` makes the new value itself.
     pub fn generated(self) -> bool {
-        matches!(self, Kind::JwtKeys | Kind::Token)
+        matches!(self, Kind::JwtKeys | Kind::Token | Kind::PostgresPassword)
     }
 }
 
@@ -99,6 +102,9 @@ pub struct Version {
     /// When it stopped being current (became previous).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retired_at: Option<DateTime<Utc>>,
+    /// The role this password belongs to (database passwords rotated with alternating users).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     pub value: String,
 }
 

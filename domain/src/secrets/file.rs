@@ -266,7 +266,12 @@ impl SecretStore for FileSecrets {
                 others.push((v.version, self.decrypt(name, v)?));
             }
         }
-        Ok(Some(Staged { current: self.decrypt(name, current)?, current_version: Some(current.version), others }))
+        Ok(Some(Staged {
+            current: self.decrypt(name, current)?,
+            current_version: Some(current.version),
+            others,
+            user: current.user.clone(),
+        }))
     }
 
     fn hint(&self, name: &str) -> String {
@@ -297,6 +302,7 @@ mod tests {
             activates_at: None,
             current_since: None,
             retired_at: None,
+            user: None,
             value,
         }
     }

@@ -61,6 +61,8 @@ pub struct Staged {
     /// `None` for a backend without versions (`env`).
     pub current_version: Option<u32>,
     pub others: Vec<(u32, SecretValue)>,
+    /// The role the current version belongs to (a database password rotated with alternating users).
+    pub user: Option<String>,
 }
 
 /// Reads secrets by name.
@@ -70,7 +72,7 @@ pub trait SecretStore: Send + Sync {
     /// The current value and the other accepted versions; a backend without
     /// versions has only the current one.
     fn staged(&self, name: &str) -> Result<Option<Staged>, SecretError> {
-        Ok(self.get(name)?.map(|current| Staged { current, current_version: None, others: Vec::new() }))
+        Ok(self.get(name)?.map(|current| Staged { current, current_version: None, others: Vec::new(), user: None }))
     }
 
     /// Where an operator sets `name`, for error messages.
@@ -124,6 +126,38 @@ pub fn generate(kind: document::Kind, version: u32) -> SecretValue {
     }
 }
 
+/// PostgreSQL's SCRAM-SHA-256 verifier of `password` (what `ALTER ROLE ...
+/// PASSWORD` stores), computed here so the password itself never reaches the
+/// server's statement log: `SCRAM-SHA-256$4096:<salt>$<StoredKey>:<ServerKey>`.
+pub fn scram_verifier(password: &SecretValue) -> String {
+    scram_verifier_with_salt(password, &rand::random())
+}
+
+/// [`scram_verifier`] with a given salt (tests).
+pub fn scram_verifier_with_salt(password: &SecretValue, salt: &[u8; 16]) -> String {
+    use base64::Engine;
+    use hmac::{KeyInit, Mac};
+    type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+    const ITERATIONS: u32 = 4096;
+    let mac = |key: &[u8], data: &[u8]| -> Vec<u8> {
+        let mut m = <HmacSha256 as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
+        m.update(data);
+        m.finalize().into_bytes().to_vec()
+    };
+    // PBKDF2-HMAC-SHA256, one block (32 bytes).
+    let mut u = mac(password.expose().as_bytes(), &[&salt[..], &1u32.to_be_bytes()].concat());
+    let mut salted = u.clone();
+    for _ in 1..ITERATIONS {
+        u = mac(password.expose().as_bytes(), &u);
+        salted.iter_mut().zip(&u).for_each(|(s, x)| *s ^= x);
+    }
+    let client_key = mac(&salted, b"Client Key");
+    let stored_key = <sha2::Sha256 as sha2::Digest>::digest(&client_key);
+    let server_key = mac(&salted, b"Server Key");
+    let b64 = base64::engine::general_purpose::STANDARD;
+    format!("SCRAM-SHA-256${ITERATIONS}:{}${}:{}", b64.encode(salt), b64.encode(stored_key), b64.encode(server_key))
+}
+
 /// The secret store an environment's `secrets.backend` names.
 pub fn open(config: &Resolved) -> Box<dyn SecretStore> {
     match config.settings.secrets.backend {
@@ -135,6 +169,19 @@ pub fn open(config: &Resolved) -> Box<dyn SecretStore> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_scram_verifier_is_postgresql_s() {
+        // The layout PostgreSQL stores in pg_authid; that the server accepts
+        // the password behind it is shown against a real server in
+        // cli/tests/secrets_postgres.rs (scram-sha-256 required for its roles).
+        let v = scram_verifier_with_salt(&SecretValue::new("pencil"), &[7; 16]);
+        assert!(v.starts_with("SCRAM-SHA-256$4096:BwcHBwcHBwcHBwcHBwcHBw==$"), "{v}");
+        let parts: Vec<&str> = v.rsplit('$').next().unwrap().split(':').collect();
+        assert_eq!(parts.len(), 2);
+        assert!(!v.contains("pencil"));
+        assert_ne!(scram_verifier(&SecretValue::new("pencil")), scram_verifier(&SecretValue::new("pencil")));
+    }
 
     #[test]
     fn values_never_print() {
