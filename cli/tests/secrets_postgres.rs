@@ -1,8 +1,10 @@
 //! Rotating the database password with alternating users against the real
-//! PostgreSQL, while a running atelierd answers a steady flow of requests
-//! (each `/ready` opens a fresh connection with the credentials of the
-//! moment): 0 failed requests, the new role's password set from a SCRAM
-//! verifier, and the old password refused once `finish` has run.
+//! PostgreSQL, while a running atelierd (HTTP and events) answers a steady
+//! flow of requests (each `/ready` opens a fresh connection with the
+//! credentials of the moment) and handles a steady flow of events (canary
+//! pings through the outbox, RabbitMQ and their handler): 0 failed requests,
+//! every event handled and none dead-lettered, the new role's password set
+//! from a SCRAM verifier, and the old password refused once `finish` has run.
 //!
 //! PostgreSQL here trusts local connections; for the length of the test a
 //! `scram-sha-256` line in pg_hba.conf makes it check passwords for this
@@ -102,6 +104,14 @@ impl Drop for Hba {
     }
 }
 
+/// The test's RabbitMQ namespace, deleted on drop.
+struct Namespace(String);
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        support::delete_namespace(&self.0);
+    }
+}
+
 struct TempDir(std::path::PathBuf);
 impl Drop for TempDir {
     fn drop(&mut self) {
@@ -135,9 +145,11 @@ async fn rotation(dir: &TempDir, recipient: String) {
     let base = format!("t_rot_{}", std::process::id());
     let roles = Roles::create(&db_name, &base);
     let alt = roles.alt.clone();
+    let stop_events = Arc::new(AtomicBool::new(false));
     let first: SecretValue = atelier_domain::secrets::generate(atelier_domain::secrets::document::Kind::Token, 1);
     psql_ok(&db_name, &format!("ALTER ROLE {base} PASSWORD '{}'", atelier_domain::secrets::scram_verifier(&first)));
     let _hba = Hba::require_passwords(&roles);
+    let namespace = Namespace(format!("t-rot-{}", std::process::id()));
     let url_as = |user: &str, password: &str| format!("postgres://{user}:{password}@127.0.0.1:5432/{db_name}");
     eventually(WAIT, "PostgreSQL checks the test roles' passwords", || async {
         !connects(&url_as(&base, "wrong")).await
@@ -153,6 +165,8 @@ async fn rotation(dir: &TempDir, recipient: String) {
         ("ATELIER__SECRETS__RECIPIENTS", recipient),
         ("ATELIER__SECRETS__RELOAD_INTERVAL", "200ms".to_owned()),
         ("ATELIER__SECRETS__DAEMON_WAIT", "60s".to_owned()),
+        ("ATELIER__AMQP__NAMESPACE", namespace.0.clone()),
+        ("ATELIER__AMQP__OUTBOX_POLL", "100ms".to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
@@ -193,13 +207,33 @@ async fn rotation(dir: &TempDir, recipient: String) {
     );
     ok(set, &mut seen);
 
-    // atelierd (HTTP role) as the test's role, rereading its secrets every 200ms.
+    // atelierd (HTTP and events) as the test's role, rereading its secrets every 200ms.
     let dir_env = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../environments"));
     let resolved = atelier_domain::config::load_with(&dir_env, "test", &vars).unwrap();
-    let app = atelier_daemon::app::App::start(resolved, atelier_daemon::app::Roles { http: true, events: false })
+    let app = atelier_daemon::app::App::start(resolved, atelier_daemon::app::Roles { http: true, events: true })
         .await
         .expect("atelierd starts as the test role");
     let base_url = format!("http://{}", app.http_addr.unwrap());
+    eventually(WAIT, "atelierd is ready (broker and consumers up)", || async {
+        reqwest::get(format!("{base_url}/ready")).await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+
+    // The events: a canary ping every 20ms (raised as postgres; handled by atelierd as the test's role).
+    let raised = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let events = {
+        let (raised, stop, db) = (raised.clone(), stop_events.clone(), test_db.db().clone());
+        tokio::spawn(async move {
+            use atelier_domain::events::Origin;
+            while !stop.load(Relaxed) {
+                let mut conn = db.conn().await.unwrap();
+                let id = atelier_domain::store::canary::raise(&mut conn, &Origin::new("test")).await.unwrap();
+                raised.lock().unwrap().push(id);
+                drop(conn);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
 
     // The flow: /ready (a pooled connection and a fresh one) over and over, from 4 clients.
     let (total, failed, stop) =
@@ -278,11 +312,32 @@ async fn rotation(dir: &TempDir, recipient: String) {
     assert!(connects(&url_as(&alt, &second)).await, "the new password works for {alt}");
 
     stop.store(true, Relaxed);
+    stop_events.store(true, Relaxed);
     for f in flow {
         f.await.unwrap();
     }
+    events.await.unwrap();
     let (total, failed) = (total.load(Relaxed), failed.load(Relaxed));
     assert_eq!(failed, 0, "{failed} of {total} requests failed: {:?}", failures.lock().unwrap());
+    // Every event raised before, during and after the rotation was handled; none dead-lettered.
+    let ids = raised.lock().unwrap().clone();
+    assert!(ids.len() >= 10, "events flowed: {}", ids.len());
+    let db = test_db.db().clone();
+    eventually(WAIT, "every event is handled", || {
+        let (db, ids) = (db.clone(), ids.clone());
+        async move {
+            let mut conn = db.conn().await.unwrap();
+            for id in ids {
+                if !matches!(atelier_domain::store::canary::get(&mut conn, id).await, Ok(Some(_))) {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
+    let dead = psql_ok(&db_name, "SELECT count(*) FROM dead_letters");
+    assert_eq!(dead, "0", "no event was dead-lettered");
     app.stop().await.unwrap();
 
     // No output (with -v) carried either password, in any encoding.
