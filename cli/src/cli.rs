@@ -356,7 +356,8 @@ Without --stage the value becomes current at once (the old current stays accepte
     Set {
         /// The secret's name (letters, digits, '_').
         name: String,
-        /// The kind, for a new secret: jwt_keys (one kid:base64key), token or external. Default: external.
+        /// The kind, for a new secret: jwt_keys (one kid:base64key), token, postgres_password (the password the
+        /// database URL's user has now) or external. Default: external.
         #[arg(long)]
         kind: Option<String>,
         /// current (default) or pending (an external secret you will test, then promote).
@@ -371,6 +372,7 @@ Without --stage the value becomes current at once (the old current stays accepte
   atelier --env staging secrets show jwt_signing_key
   atelier --env staging --yes secrets show meta_verify_token --reveal")]
     Show {
+        /// The secret's name.
         name: String,
         /// Print the current value too (needs the identity; asks for confirmation, or --yes; recorded in the audit trail).
         #[arg(long)]
@@ -388,6 +390,7 @@ A rotation interrupted at any step is resumed by running the same command again,
 secrets.daemon_wait) until every daemon of secrets.daemons has loaded it, and names those that have
 not (exit 5).")]
     Rotate {
+        /// The secret's name.
         name: String,
         /// Make the pending version current now (external secrets, after you have tested it).
         #[arg(long, conflicts_with = "abort")]
@@ -401,6 +404,7 @@ not (exit 5).")]
   atelier --env production secrets finish jwt_signing_key
   atelier --env production --yes secrets finish jwt_signing_key --force")]
     Finish {
+        /// The secret's name.
         name: String,
         /// Drop it even though tokens it signed may still be valid (their users must log in again).
         #[arg(long)]
@@ -409,5 +413,8 @@ not (exit 5).")]
     /// The audit trail of a secret: who did which step to which version, when.
     #[command(after_help = "Examples:
   atelier --env production secrets history jwt_signing_key --output json")]
-    History { name: String },
+    History {
+        /// The secret's name.
+        name: String,
+    },
 }

@@ -301,6 +301,20 @@ fn a_corrupt_file_a_wrong_identity_and_a_bad_recipient_are_clear_errors() {
     expect(env.run(&["secrets", "list", "-o", "json"]), &["corrupt", "restore it"]);
     expect(env.run(&["secrets", "rotate", "jwt_signing_key", "-o", "json"]), &["corrupt"]);
     assert_eq!(std::fs::read_to_string(&path).unwrap(), text[..text.len() / 2]);
+    // The env backend lists what the configuration names, and whether each variable is set.
+    let listed = env.run_with(
+        &["secrets", "list", "-o", "json"],
+        &[
+            ("ATELIER__SECRETS__BACKEND", "env"),
+            ("ATELIER_SECRET_JWT_SIGNING_KEY", "k1:c2VjcmV0LXZhbHVlLW9mLXRoZS1lbnYtYmFja2VuZA=="),
+        ],
+        "",
+    );
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    let rows = support::json(&listed);
+    let jwt = rows["data"].as_array().unwrap().iter().find(|r| r["name"] == "jwt_signing_key").unwrap().clone();
+    assert_eq!((jwt["set"].as_bool(), jwt["variable"].as_str()), (Some(true), Some("ATELIER_SECRET_JWT_SIGNING_KEY")));
+    assert!(!String::from_utf8_lossy(&listed.stdout).contains("c2VjcmV0"), "no value in the list");
     // The env backend is read-only: say so.
     let env_backend =
         env.run_with(&["secrets", "rotate", "x", "-o", "json"], &[("ATELIER__SECRETS__BACKEND", "env")], "");
