@@ -335,7 +335,7 @@ pub enum SecretsCommand {
         #[arg(long, value_name = "PATH")]
         identity_file: std::path::PathBuf,
     },
-    /// Create the environment's empty secrets file, encrypted to secrets.recipients.
+    /// Create the environment's secrets file (with the token signing keys' first version), encrypted to secrets.recipients.
     #[command(after_help = concat!("Examples:
   atelier --env staging secrets init
 
@@ -379,11 +379,13 @@ Without --stage the value becomes current at once (the old current stays accepte
         reveal: bool,
     },
     /// Rotate: generated kinds get a new pending version (accepted at once, current after
-    /// secrets.activation_delay); --promote makes an external secret's pending version current.
+    /// secrets.activation_delay); the database password is applied to the other role, tested, promoted;
+    /// --promote makes an external secret's pending version current.
     #[command(after_help = "Examples:
   atelier --env production secrets rotate jwt_signing_key
   atelier --env production secrets rotate meta_app_token --promote
   atelier --env production secrets rotate jwt_signing_key --abort
+  atelier --env production secrets rotate database_password
 
 A rotation interrupted at any step is resumed by running the same command again, or undone with
 --abort while its version is still pending. After creating a version, rotate waits (up to
