@@ -62,6 +62,9 @@ pub enum Command {
     /// Staff accounts of the apps' API (the first admin of a new studio included).
     #[command(subcommand)]
     Users(UsersCommand),
+    /// The environment's secrets: an encrypted file (age), versions in stages, staged rotation, audit trail.
+    #[command(subcommand, after_help = SECRETS_ENV_HELP)]
+    Secrets(SecretsCommand),
     /// Preflight: configuration, secrets, database and migrations, broker and topology; exit 0 when all pass.
     #[command(after_help = "Every check runs and reports. Exit 0 all pass; else 3 when the configuration or a \
 secret is wrong, 4 when PostgreSQL or RabbitMQ cannot be reached, 5 when migrations are pending or the \
@@ -419,5 +422,109 @@ unreachable, 6 not confirmed.")]
         /// Who enables (recorded in the audit). Default: $USER, else $LOGNAME, else the user id.
         #[arg(long, env = "ATELIER_ACTOR")]
         actor: Option<String>,
+    },
+}
+
+const SECRETS_ENV_HELP: &str = "\
+The file backend (secrets.backend = \"file\") keeps environments/<env>.secrets.json: names,
+kinds, stages, versions and dates in clear, each value encrypted with age to secrets.recipients.
+Reading a value needs an identity: $ATELIER_SECRETS_IDENTITY_FILE (a file as `secrets keygen`
+or age-keygen writes it) or $ATELIER_SECRETS_IDENTITY (the identity itself). The audit trail
+names $ATELIER_ACTOR (else $USER) as who did each step.";
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Create a new age identity (written to a file, mode 0600) and print its recipient (public key).
+    #[command(after_help = "Examples:
+  atelier secrets keygen --identity-file ~/.config/atelier/staging.age
+  # then add the printed age1... recipient to secrets.recipients in environments/staging.toml")]
+    Keygen {
+        /// Where to write the identity; refused if the file exists.
+        #[arg(long, value_name = "PATH")]
+        identity_file: std::path::PathBuf,
+    },
+    /// Create the environment's secrets file (with the token signing keys' first version), encrypted to secrets.recipients.
+    #[command(after_help = concat!("Examples:
+  atelier --env staging secrets init
+
+", "The file is created beside the environment's TOML unless secrets.file names another path."))]
+    Init,
+    /// Each secret: kind, stages and versions, age, and when its rotation is due (no value).
+    #[command(after_help = "Examples:
+  atelier --env production secrets list
+  atelier --env production secrets list --output json | jq '.data[] | select(.overdue)'")]
+    List,
+    /// Set a secret's value, read from a prompt without echo or from stdin (never an argument).
+    #[command(after_help = "Examples:
+  atelier --env staging secrets set sentry_dsn --kind external
+  printf '%s' \"$TOKEN\" | atelier --env staging secrets set meta_app_token --kind external --stage pending --stdin
+
+Without --stage the value becomes current at once (the old current stays accepted as previous until
+`finish`). With --stage pending it waits for `rotate NAME --promote`.")]
+    Set {
+        /// The secret's name (letters, digits, '_').
+        name: String,
+        /// The kind, for a new secret: jwt_keys (one kid:base64key), token, postgres_password (the password the
+        /// database URL's user has now) or external. Default: external.
+        #[arg(long)]
+        kind: Option<String>,
+        /// current (default) or pending (an external secret you will test, then promote).
+        #[arg(long, default_value = "current", value_parser = ["current", "pending"])]
+        stage: String,
+        /// Read the value from stdin (its first line) instead of a prompt.
+        #[arg(long)]
+        stdin: bool,
+    },
+    /// A secret's versions and stages; --reveal prints the current value (asks on a terminal, audited).
+    #[command(after_help = "Examples:
+  atelier --env staging secrets show jwt_signing_key
+  atelier --env staging --yes secrets show meta_verify_token --reveal")]
+    Show {
+        /// The secret's name.
+        name: String,
+        /// Print the current value too (needs the identity; asks for confirmation, or --yes; recorded in the audit trail).
+        #[arg(long)]
+        reveal: bool,
+    },
+    /// Rotate: generated kinds get a new pending version (accepted at once, current after
+    /// secrets.activation_delay); the database password is applied to the other role, tested, promoted;
+    /// --promote makes an external secret's pending version current.
+    #[command(after_help = "Examples:
+  atelier --env production secrets rotate jwt_signing_key
+  atelier --env production secrets rotate meta_app_token --promote
+  atelier --env production secrets rotate jwt_signing_key --abort
+  atelier --env production secrets rotate database_password
+
+A rotation interrupted at any step is resumed by running the same command again, or undone with
+--abort while its version is still pending. After creating a version, rotate waits (up to
+secrets.daemon_wait) until every daemon of secrets.daemons has loaded it, and names those that have
+not (exit 5).")]
+    Rotate {
+        /// The secret's name.
+        name: String,
+        /// Make the pending version current now (external secrets, after you have tested it).
+        #[arg(long, conflicts_with = "abort")]
+        promote: bool,
+        /// Drop the pending version (a rotation that must not go on).
+        #[arg(long)]
+        abort: bool,
+    },
+    /// Drop the previous version once nothing signed with it can still be valid (--force: now).
+    #[command(after_help = "Examples:
+  atelier --env production secrets finish jwt_signing_key
+  atelier --env production --yes secrets finish jwt_signing_key --force")]
+    Finish {
+        /// The secret's name.
+        name: String,
+        /// Drop it even though tokens it signed may still be valid (their users must log in again).
+        #[arg(long)]
+        force: bool,
+    },
+    /// The audit trail of a secret: who did which step to which version, when.
+    #[command(after_help = "Examples:
+  atelier --env production secrets history jwt_signing_key --output json")]
+    History {
+        /// The secret's name.
+        name: String,
     },
 }

@@ -30,7 +30,7 @@ impl Context {
     }
 
     pub fn secrets(&self) -> Box<dyn SecretStore> {
-        secrets::open(self.config.settings.secrets.backend)
+        secrets::open(&self.config)
     }
 
     pub fn database_url(&self) -> Result<DatabaseUrl, Failure> {

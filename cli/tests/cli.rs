@@ -91,7 +91,11 @@ fn production_changes_need_confirmation() {
     // production database is not reachable from here, and need not be).
     let out = atelier(
         &["--env", "production", "migrate", "rollback", "--output", "json"],
-        &[("ATELIER_SECRET_DATABASE_PASSWORD", "x"), ("ATELIER_SECRET_AMQP_PASSWORD", "x")],
+        &[
+            ("ATELIER__SECRETS__BACKEND", "env"),
+            ("ATELIER_SECRET_DATABASE_PASSWORD", "x"),
+            ("ATELIER_SECRET_AMQP_PASSWORD", "x"),
+        ],
     );
     assert_eq!(out.status.code(), Some(6), "{}", String::from_utf8_lossy(&out.stdout));
     assert!(!String::from_utf8_lossy(&out.stdout).contains("\"x\""));
@@ -99,7 +103,13 @@ fn production_changes_need_confirmation() {
 
 #[test]
 fn a_missing_secret_says_where_to_set_it() {
+    // Staging keeps its secrets in its encrypted file by default: without it, say how to create it.
     let out = atelier(&["--env", "staging", "migrate", "status"], &[]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("staging.secrets.json") && err.contains("secrets init"), "{err}");
+    // With the env backend, the variable to set.
+    let out = atelier(&["--env", "staging", "migrate", "status"], &[("ATELIER__SECRETS__BACKEND", "env")]);
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("ATELIER_SECRET_DATABASE_PASSWORD"));
 }
@@ -156,7 +166,11 @@ async fn staging_lints_the_pending_migrations_before_it_runs_them() {
     let url = format!("{:?}", db.url());
     // Staging's configuration, pointed at this test's database (trust auth
     // takes any password).
-    let vars = [("ATELIER__DATABASE__URL", url.as_str()), ("ATELIER_SECRET_DATABASE_PASSWORD", "unused")];
+    let vars = [
+        ("ATELIER__DATABASE__URL", url.as_str()),
+        ("ATELIER__SECRETS__BACKEND", "env"),
+        ("ATELIER_SECRET_DATABASE_PASSWORD", "unused"),
+    ];
     let lint = atelier(&["--env", "staging", "migrate", "lint", "--output", "json"], &vars);
     assert_eq!(lint.status.code(), Some(0), "{}", String::from_utf8_lossy(&lint.stdout));
     let run = atelier(&["--env", "staging", "migrate", "run", "--output", "json"], &vars);

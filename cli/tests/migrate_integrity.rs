@@ -24,8 +24,12 @@ struct Env {
 }
 
 impl Env {
-    fn vars(&self) -> [(&str, &str); 2] {
-        [("ATELIER__DATABASE__URL", self.url.as_str()), ("ATELIER_SECRET_DATABASE_PASSWORD", "unused")]
+    fn vars(&self) -> [(&str, &str); 3] {
+        [
+            ("ATELIER__DATABASE__URL", self.url.as_str()),
+            ("ATELIER__SECRETS__BACKEND", "env"),
+            ("ATELIER_SECRET_DATABASE_PASSWORD", "unused"),
+        ]
     }
     fn run(&self, env: &str, args: &[&str]) -> std::process::Output {
         let mut all = vec!["--env", env];

@@ -45,8 +45,9 @@ impl App {
         handlers: Option<Vec<Arc<dyn events::handler::Handler>>>,
     ) -> Result<App, AppError> {
         let settings = &config.settings;
-        let store = secrets::open(settings.secrets.backend);
-        let url = DatabaseUrl::resolve(&settings.database, store.as_ref())?;
+        let store = secrets::open(&config);
+        let (url, db_staged) = DatabaseUrl::resolve_versioned(&settings.database, store.as_ref())?;
+        let db_loaded = keys::database_loaded(&config, db_staged.as_ref());
         if settings.database.create_if_missing && migrations::create_database_if_missing(&url).await? {
             tracing::info!(database = url.database(), "created the database");
         }
@@ -59,7 +60,8 @@ impl App {
                 tracing::info!(count = applied.len(), "database migrated");
             }
         }
-        let keys = Keys::new(keys::load_keys(&config)?);
+        let (key_set, loaded) = keys::load(&config)?;
+        let keys = Keys::new(key_set);
         let db = Db::new(url, settings.database.pool_size, settings.database.connect_timeout)?;
         db.ping().await?;
         let metrics = Arc::new(crate::metrics::Metrics::default());
@@ -76,7 +78,12 @@ impl App {
             keys,
             outbox_written: tokio::sync::Notify::new(),
         });
+        shared.keys.set_loaded(&shared.config.settings.auth.jwt_secret, loaded);
+        if let Some(name) = &shared.config.settings.database.password_secret {
+            shared.keys.set_loaded(name, db_loaded);
+        }
         let mut tasks = JoinSet::new();
+        tasks.spawn(keys::watch(shared.clone(), keys::hangup()));
         let (mut http_addr, mut metrics_addr) = (None, None);
         if roles.http {
             let settings = &shared.config.settings.http;

@@ -23,7 +23,7 @@ pub fn init(config: &Resolved) -> Result<Guard, String> {
         .map_err(|e| format!("log.level '{}' is not a valid filter: {e}", settings.log.level))?;
     let sentry = match &settings.sentry.dsn_secret {
         Some(name) => {
-            let store = secrets::open(settings.secrets.backend);
+            let store = secrets::open(config);
             let dsn = store.require(name).map_err(|e| e.to_string())?;
             let dsn = dsn.expose().parse().map_err(|_| format!("secret '{name}' is not a Sentry DSN"))?;
             let mut options = sentry::ClientOptions::default();

@@ -641,13 +641,20 @@ fn signing_keys_are_required_outside_dev_and_test() {
     let staging = atelier_domain::config::load_with(
         &dir,
         "staging",
-        &[("ATELIER__AUTH__JWT_SECRET".into(), "surely_unset_jwt_key".into())],
+        &[
+            ("ATELIER__AUTH__JWT_SECRET".into(), "surely_unset_jwt_key".into()),
+            ("ATELIER__SECRETS__BACKEND".into(), "env".into()),
+        ],
     )
     .unwrap();
     let err = load_keys(&staging).unwrap_err();
     assert_eq!(err.exit_code(), 3);
     let msg = err.to_string();
     assert!(msg.contains("ATELIER_SECRET_SURELY_UNSET_JWT_KEY") && msg.contains("staging"), "{msg}");
+    // Staging's default backend is its encrypted file: without one, say how to create it.
+    let staging = atelier_domain::config::load_with(&dir, "staging", &[]).unwrap();
+    let msg = load_keys(&staging).unwrap_err().to_string();
+    assert!(msg.contains("staging.secrets.json") && msg.contains("secrets init"), "{msg}");
 }
 
 #[tokio::test]

@@ -207,12 +207,85 @@ pub struct LogSettings {
 pub enum SecretBackendKind {
     /// Read-only: `ATELIER_SECRET_<NAME>` variables injected by the platform.
     Env,
+    /// The environment's encrypted file (`<env>.secrets.json`, values encrypted with age).
+    File,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecretsSettings {
     pub backend: SecretBackendKind,
+    /// The `file` backend's file; unset: `<env>.secrets.json` beside the environment's TOML.
+    #[serde(default)]
+    pub file: Option<String>,
+    /// age public keys (`age1...`) every value of the file is encrypted to
+    /// (a list, or one string of comma-separated keys, as a variable gives it).
+    #[serde(default, deserialize_with = "list_or_commas")]
+    pub recipients: Vec<String>,
+    /// How long a rotated generated secret stays `pending` (accepted, not used) before it becomes `current`.
+    #[serde(with = "humantime_serde", default = "default_activation_delay")]
+    pub activation_delay: Duration,
+    /// How often atelierd rereads the secret store (it also does on SIGHUP).
+    #[serde(with = "humantime_serde", default = "default_reload_interval")]
+    pub reload_interval: Duration,
+    /// Base URLs of this environment's running atelierd processes: `rotate` waits until each has loaded the new version.
+    #[serde(default, deserialize_with = "list_or_commas")]
+    pub daemons: Vec<String>,
+    /// How long `rotate` waits for the daemons to load a version.
+    #[serde(with = "humantime_serde", default = "default_daemon_wait")]
+    pub daemon_wait: Duration,
+    /// The rotation policy: how old each kind's current version may get.
+    #[serde(default)]
+    pub max_age: SecretMaxAge,
+}
+
+/// A list of strings, or one string of comma-separated items (`ATELIER__SECRETS__RECIPIENTS=age1a,age1b`).
+fn list_or_commas<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Items {
+        List(Vec<String>),
+        One(String),
+    }
+    Ok(match Items::deserialize(d)? {
+        Items::List(items) => items,
+        Items::One(s) => s.split(',').map(str::trim).filter(|i| !i.is_empty()).map(str::to_owned).collect(),
+    })
+}
+
+fn default_activation_delay() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_reload_interval() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_daemon_wait() -> Duration {
+    Duration::from_secs(120)
+}
+
+/// `[secrets.max_age]`: when each kind of secret is due for rotation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretMaxAge {
+    #[serde(with = "humantime_serde")]
+    pub jwt_keys: Duration,
+    #[serde(with = "humantime_serde")]
+    pub token: Duration,
+    #[serde(with = "humantime_serde")]
+    pub external: Duration,
+    #[serde(with = "humantime_serde", default = "default_postgres_max_age")]
+    pub postgres_password: Duration,
+}
+
+fn default_postgres_max_age() -> Duration {
+    Duration::from_secs(90 * 86_400)
+}
+
+impl Default for SecretMaxAge {
+    fn default() -> Self {
+        let days = |d: u64| Duration::from_secs(d * 86_400);
+        SecretMaxAge { jwt_keys: days(90), token: days(180), external: days(365), postgres_password: days(90) }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -537,7 +610,7 @@ fn var_suffix(key: &str) -> String {
 fn allowed_values(key: &str) -> Option<&'static [&'static str]> {
     match key {
         "log.format" => Some(&["pretty", "json"]),
-        "secrets.backend" => Some(&["env"]),
+        "secrets.backend" => Some(&["env", "file"]),
         "notifications.provider" => Some(&["log", "whatsapp_cloud"]),
         _ => None,
     }

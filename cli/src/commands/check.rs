@@ -84,6 +84,22 @@ fn secrets(ctx: &Context) -> Outcome {
             Err(e) => problems.push(format!("{name} ({key}): {e}")),
         }
     }
+    // Overdue for rotation: a warning (the check still passes), by the policy of each kind.
+    match super::secrets::overdue(ctx) {
+        Ok(late) if !late.is_empty() => {
+            let warning = format!(
+                "overdue for rotation: {} (`atelier --env {} secrets rotate NAME`)",
+                late.join(", "),
+                ctx.env()
+            );
+            if !ctx.out.is_json() && !ctx.out.quiet {
+                crate::output::stderr(&format!("warning: {warning}"));
+            }
+            set.push(format!("WARNING {warning}"));
+        }
+        Ok(_) => {}
+        Err(e) => problems.push(e.to_string()),
+    }
     match problems.is_empty() {
         true if set.is_empty() => passed("secrets", "none named"),
         true => passed("secrets", set.join(", ")),

@@ -7,6 +7,7 @@ mod env;
 mod gate;
 mod migrate;
 mod status;
+mod secrets;
 mod topology;
 mod users;
 mod webhooks;
@@ -35,6 +36,7 @@ fn name(command: &Command) -> &'static str {
         Command::Topology(_) => "topology",
         Command::Dlq(_) => "dlq",
         Command::Users(_) => "users",
+        Command::Secrets(_) => "secrets",
         Command::Check => "check",
         Command::Gate(_) => "gate",
         Command::Webhooks(_) => "webhooks",
@@ -56,6 +58,7 @@ async fn dispatch(args: Args) -> Result<Code, Failure> {
         Command::Manpages { dir } => manpages(&dir, out),
         Command::Status => status::run(&Context::load(&args.global, out)?).await,
         Command::Env(cmd) => env::run(cmd, &args.global, out),
+        Command::Secrets(cmd) => secrets::run(cmd, &Context::load(&args.global, out)?).await,
         Command::Check => check::run(&Context::load(&args.global, out)?).await,
         Command::Gate(cmd) => gate::run(cmd, &Context::load(&args.global, out)?).await,
         Command::Dlq(cmd) => dlq::run(cmd, &Context::load(&args.global, out)?).await,

@@ -40,7 +40,7 @@ pub async fn run(shared: Arc<Shared>) -> Result<(), AppError> {
 /// Runs event processing with `handlers` until the daemon's shutdown token fires.
 pub async fn run_with(shared: Arc<Shared>, handlers: Vec<Arc<dyn Handler>>) -> Result<(), AppError> {
     let settings = &shared.config.settings;
-    let store = atelier_domain::secrets::open(settings.secrets.backend);
+    let store = atelier_domain::secrets::open(&shared.config);
     let url = AmqpUrl::resolve(&settings.amqp, store.as_ref()).map_err(|e| AppError::Config(e.to_string()))?;
     let specs: Vec<(&str, &[atelier_domain::events::EventType])> =
         handlers.iter().map(|h| (h.name(), h.event_types())).collect();

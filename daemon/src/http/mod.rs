@@ -259,7 +259,7 @@ async fn ready(State(shared): State<Arc<Shared>>) -> Response {
             checks.insert("database".into(), json!({"ok": false, "error": e.to_string()}));
         }
     }
-    match migrations::status(shared.db.url()).await {
+    match migrations::status(&shared.db.url()).await {
         Ok(all) => {
             // Pending expand migrations: not ready. A pending contract one waits
             // for the old slot to go, so it must not hold the new one back. An
@@ -299,7 +299,11 @@ async fn ready(State(shared): State<Arc<Shared>>) -> Response {
         checks.insert("consumers".into(), json!({"ok": running >= expected, "running": running, "expected": expected}));
     }
     let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(json!({"status": if ok { "ready" } else { "not_ready" }, "checks": checks}))).into_response()
+    // The secret versions this process has loaded (ids only), so `atelier
+    // secrets rotate` can wait for every daemon to have a new one.
+    let secrets = shared.keys.loaded();
+    (status, Json(json!({"status": if ok { "ready" } else { "not_ready" }, "checks": checks, "secrets": secrets})))
+        .into_response()
 }
 
 async fn version(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
@@ -312,6 +316,25 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         Ok(mut conn) => dlq::counts_by_status(&mut conn).await.unwrap_or_default(),
         Err(_) => Vec::new(),
     };
-    let body = shared.metrics.render(&dead);
+    let mut body = shared.metrics.render(&dead);
+    let all = shared.keys.loaded();
+    if !all.is_empty() {
+        body.push_str(
+            "# HELP atelier_secret_version The secret versions this process has loaded (stage current or accepted).\n",
+        );
+        body.push_str("# TYPE atelier_secret_version gauge\n");
+    }
+    for loaded in all {
+        for (stage, versions) in
+            [("current", loaded.current.into_iter().collect::<Vec<_>>()), ("accepted", loaded.accepted.clone())]
+        {
+            for v in versions {
+                body.push_str(&format!(
+                    "atelier_secret_version{{secret=\"{}\",stage=\"{stage}\",version=\"{v}\"}} 1\n",
+                    loaded.secret
+                ));
+            }
+        }
+    }
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

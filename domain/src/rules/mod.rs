@@ -15,5 +15,6 @@ pub mod permissions;
 pub mod pricing;
 pub mod production;
 pub mod sale;
+pub mod secrets;
 pub mod templates;
 pub mod webhook;

@@ -18,6 +18,7 @@ pub mod processing;
 pub mod production;
 pub mod products;
 pub mod reports;
+pub mod roles;
 pub mod sales;
 pub mod schema;
 pub mod social;
@@ -215,12 +216,37 @@ pub struct DatabaseUrl {
 
 impl DatabaseUrl {
     pub fn resolve(settings: &DatabaseSettings, secrets: &dyn SecretStore) -> Result<Self, SecretError> {
-        let url = url::Url::parse(&settings.url).map_err(|_| SecretError::InvalidName("database.url".into()))?;
-        let password = match &settings.password_secret {
-            Some(name) => Some(secrets.require(name)?),
-            None => None,
-        };
-        Ok(DatabaseUrl { url, password })
+        Ok(Self::resolve_versioned(settings, secrets)?.0)
+    }
+
+    /// [`DatabaseUrl::resolve`] and the password's version (file backend).
+    /// A version made by a rotation with alternating users names its role,
+    /// which replaces the URL's user.
+    pub fn resolve_versioned(
+        settings: &DatabaseSettings,
+        secrets: &dyn SecretStore,
+    ) -> Result<(Self, Option<crate::secrets::Staged>), SecretError> {
+        let mut url = url::Url::parse(&settings.url).map_err(|_| SecretError::InvalidName("database.url".into()))?;
+        let Some(name) = &settings.password_secret else { return Ok((DatabaseUrl { url, password: None }, None)) };
+        let staged = secrets
+            .staged(name)?
+            .ok_or_else(|| SecretError::Missing { name: name.clone(), hint: secrets.hint(name) })?;
+        if let Some(user) = &staged.user {
+            let _ = url.set_username(user);
+        }
+        Ok((DatabaseUrl { url, password: Some(staged.current.clone()) }, Some(staged)))
+    }
+
+    /// This URL with another user and password (a rotation's test connection).
+    pub fn with_credentials(&self, user: &str, password: SecretValue) -> DatabaseUrl {
+        let mut url = self.url.clone();
+        let _ = url.set_username(user);
+        DatabaseUrl { url, password: Some(password) }
+    }
+
+    /// The user the URL connects as.
+    pub fn user(&self) -> &str {
+        self.url.username()
     }
 
     /// From a bare URL with no secret (tests, tools).
@@ -270,14 +296,16 @@ impl std::fmt::Display for DatabaseUrl {
 #[derive(Clone)]
 pub struct Db {
     pool: Pool<AsyncPgConnection>,
-    url: DatabaseUrl,
+    /// The credentials new connections open with: replaced when the
+    /// password secret is rotated ([`Db::set_url`]); open connections stay.
+    url: std::sync::Arc<std::sync::RwLock<DatabaseUrl>>,
     connect_timeout: Duration,
 }
 
 impl Db {
     /// Builds the pool. Connections open lazily; [`Db::ping`] checks the server.
     pub fn new(url: DatabaseUrl, pool_size: usize, connect_timeout: Duration) -> Result<Db, StoreError> {
-        Self::build(url, pool_size, connect_timeout, None)
+        Self::build(std::sync::Arc::new(std::sync::RwLock::new(url)), pool_size, connect_timeout, None)
     }
 
     /// A pool of its own to the same database, of `size` connections that
@@ -288,7 +316,7 @@ impl Db {
     }
 
     fn build(
-        url: DatabaseUrl,
+        url: std::sync::Arc<std::sync::RwLock<DatabaseUrl>>,
         pool_size: usize,
         connect_timeout: Duration,
         session: Option<&'static str>,
@@ -299,17 +327,22 @@ impl Db {
         // dropped by the pool (`is_broken`).
         let mut config = diesel_async::pooled_connection::ManagerConfig::default();
         config.recycling_method = diesel_async::pooled_connection::RecyclingMethod::Fast;
-        if let Some(session) = session {
-            config.custom_setup = Box::new(move |url| {
-                Box::pin(async move {
-                    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
-                    let mut conn = AsyncPgConnection::establish(url).await?;
+        // Each new connection opens with the credentials of the moment (a
+        // rotated password applies to new connections only).
+        let credentials = url.clone();
+        config.custom_setup = Box::new(move |_| {
+            let url = credentials.read().map(|u| u.expose()).unwrap_or_else(|p| p.into_inner().expose());
+            Box::pin(async move {
+                use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+                let mut conn = AsyncPgConnection::establish(&url).await?;
+                if let Some(session) = session {
                     conn.batch_execute(session).await.map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
-                    Ok(conn)
-                })
-            });
-        }
-        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url.expose(), config);
+                }
+                Ok(conn)
+            })
+        });
+        let initial = url.read().map(|u| u.expose()).unwrap_or_else(|p| p.into_inner().expose());
+        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(initial, config);
         let pool =
             Pool::builder(manager).max_size(pool_size).build().map_err(|e| StoreError::Unavailable(e.to_string()))?;
         Ok(Db { pool, url, connect_timeout })
@@ -318,14 +351,25 @@ impl Db {
     pub async fn conn(&self) -> Result<PooledConn, StoreError> {
         match tokio::time::timeout(self.connect_timeout, self.pool.get()).await {
             Ok(conn) => Ok(conn?),
-            Err(_) => {
-                Err(StoreError::Unavailable(format!("no connection to {} within {:?}", self.url, self.connect_timeout)))
-            }
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "no connection to {} within {:?}",
+                self.url(),
+                self.connect_timeout
+            ))),
         }
     }
 
-    pub fn url(&self) -> &DatabaseUrl {
-        &self.url
+    /// The URL (with the credentials) new connections open with.
+    pub fn url(&self) -> DatabaseUrl {
+        self.url.read().map(|u| u.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// New connections (of this pool and its own pools) open with `url` from now on.
+    pub fn set_url(&self, url: DatabaseUrl) {
+        match self.url.write() {
+            Ok(mut g) => *g = url,
+            Err(p) => *p.into_inner() = url,
+        }
     }
 
     /// A round trip to the server.
