@@ -702,3 +702,25 @@ pub fn overdue(ctx: &Context) -> Result<Vec<String>, atelier_domain::secrets::Se
         .map(|(n, _)| n.clone())
         .collect())
 }
+
+/// For `atelier status`: each secret of the file store with its kind, current
+/// version, when it was last rotated and when it is due (no value).
+pub fn rotation(ctx: &Context) -> Result<Vec<Value>, atelier_domain::secrets::SecretError> {
+    let fs = FileSecrets::new(&ctx.config);
+    let doc = fs.read()?;
+    let now = Utc::now();
+    Ok(doc
+        .secrets
+        .keys()
+        .filter_map(|n| fs.entry(&doc, n).map(|e| (n, e)))
+        .map(|(name, e)| {
+            let age = max_age(ctx, e.kind);
+            let current = e.stage(Stage::Current);
+            json!({"name": name, "kind": e.kind.name(),
+                   "current_version": current.map(|v| v.version),
+                   "pending": e.stage(Stage::Pending).is_some(),
+                   "last_rotated": current.map(|v| v.current_since.unwrap_or(v.created_at)),
+                   "due_at": rules::due_at(&e, age), "overdue": rules::overdue(&e, age, now)})
+        })
+        .collect())
+}

@@ -119,7 +119,7 @@ async fn deployment(db: &Db) -> Result<Value, String> {
 }
 
 async fn pending_migrations(db: &Db) -> Result<Value, String> {
-    let all = migrations::status(db.url()).await.map_err(|e| e.to_string())?;
+    let all = migrations::status(&db.url()).await.map_err(|e| e.to_string())?;
     let pending: Vec<&str> = all.iter().filter(|m| m.state == State::Pending).map(|m| m.name.as_str()).collect();
     let drift: Vec<&str> = all.iter().filter(|m| m.drift).map(|m| m.name.as_str()).collect();
     Ok(json!({"applied": all.iter().filter(|m| m.applied).count(), "pending": pending, "drift": drift}))
@@ -184,8 +184,14 @@ fn secrets(ctx: &Context) -> Value {
         }
     }
     let store = ctx.secrets();
-    let (backend, rotation) = match s.secrets.backend {
-        SecretBackendKind::Env => ("env", "the env backend keeps no rotation dates"),
+    // The file backend keeps each secret's versions and dates; the env
+    // backend none (the platform injects the values).
+    let (backend, rotation, stored) = match s.secrets.backend {
+        SecretBackendKind::Env => ("env", "the env backend keeps no rotation dates".to_owned(), Vec::new()),
+        SecretBackendKind::File => match super::secrets::rotation(ctx) {
+            Ok(stored) => ("file", "dates from the encrypted file".to_owned(), stored),
+            Err(e) => ("file", format!("unreachable: {e}"), Vec::new()),
+        },
     };
     let rows: Vec<Value> = names
         .into_iter()
@@ -194,7 +200,11 @@ fn secrets(ctx: &Context) -> Value {
                 Ok(v) => json!(v.is_some()),
                 Err(e) => json!(e.to_string()),
             };
-            json!({"key": key, "name": name, "set": set, "last_rotated": null})
+            let kept = stored.iter().find(|r| r["name"] == name);
+            let field = |f: &str| kept.map(|r| r[f].clone()).unwrap_or(Value::Null);
+            json!({"key": key, "name": name, "set": set, "last_rotated": field("last_rotated"),
+                   "current_version": field("current_version"), "due_at": field("due_at"),
+                   "overdue": field("overdue")})
         })
         .collect();
     json!({"backend": backend, "rotation": rotation, "secrets": rows})
@@ -328,10 +338,20 @@ fn queues_and_secrets(d: &Value, mut s: String) -> String {
             other => other.as_str().unwrap_or_default().to_owned(),
         };
         s.push_str(&format!(
-            "  {} ({}): {set}\n",
+            "  {} ({}): {set}",
             r["name"].as_str().unwrap_or_default(),
             r["key"].as_str().unwrap_or_default()
         ));
+        if let Some(at) = r["last_rotated"].as_str() {
+            s.push_str(&format!(
+                ", v{} rotated {}, due {}{}",
+                r["current_version"],
+                at.get(..10).unwrap_or(at),
+                r["due_at"].as_str().and_then(|d| d.get(..10)).unwrap_or("-"),
+                if r["overdue"] == true { " OVERDUE" } else { "" }
+            ));
+        }
+        s.push('\n');
     }
     s
 }
