@@ -8,7 +8,7 @@ Environments are files in environments/ (or $ATELIER_CONFIG_DIR): base.toml plus
 file per environment; ATELIER__SECTION__KEY variables override single keys.
 
 Exit codes: 0 ok, 1 failure, 2 usage, 3 configuration, 4 dependency unreachable,
-5 check failed, 6 not confirmed.";
+5 check failed, 6 not confirmed, 7 deploy lock held, 8 deploy rolled back.";
 
 /// Operate Atelier: environments, database migrations and more.
 #[derive(Debug, Parser)]
@@ -72,6 +72,15 @@ topology drifted.")]
     /// Channel webhooks: the URL each studio registers with its provider in this environment.
     #[command(subcommand)]
     Webhooks(WebhooksCommand),
+    /// Deploy version V blue/green: the deployment checklist, each step journaled; any failure rolls back.
+    Deploy(DeployArgs),
+    /// Return to the previous successful deployment (or --to ID) through the same switch, canary and analysis.
+    Rollback(RollbackArgs),
+    /// The environment's deployments, newest first: version, slot, status, actor, duration, failing step.
+    History(HistoryArgs),
+    /// The deploy lock (a lease shared by deploy, rollback and migrate run): status, acquire, release.
+    #[command(subcommand)]
+    Lock(LockCommand),
     /// Print a shell completion script: `atelier completions bash > /etc/bash_completion.d/atelier`.
     Completions {
         #[arg(value_enum)]
@@ -93,6 +102,83 @@ pub struct GateArgs {
     /// Look again every 2 s until healthy or this long has passed (e.g. 5m). Default: one look.
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     pub wait: Option<humantime::Duration>,
+}
+
+#[derive(Debug, ClapArgs)]
+#[command(after_help = "Steps: lock, preflight, gate (where deploy.gate_env is set: production gates on staging), \
+migrate (expand only), start (the idle slot at VERSION), ready (/ready and /version say VERSION), canary \
+(a system.ping handled by the new slot's own consumers), switch (the proxy's upstream, graceful reload), \
+analysis (deploy.analysis of the new slot's 5xx ratio and dead letters), drain (the old slot finishes its \
+work and stops), record. A failing step undoes what was done in reverse and exits 8 naming the step.
+
+Exit codes: 0 deployed, 1 failure, 3 configuration, 4 a dependency unreachable, 5 preflight or gate \
+refused, 6 not confirmed, 7 the deploy lock is held, 8 failed and rolled back.
+
+Examples:
+  atelier --env staging deploy --version 1.4.0 --artifact ./target/release/atelierd
+  atelier --env production deploy --version 1.4.0 --dry-run
+  atelier --env production deploy --version 1.4.0 --yes --output json
+  atelier --env staging deploy --resume")]
+pub struct DeployArgs {
+    /// The release to deploy (its directory under deploy.releases). Required unless --resume.
+    #[arg(long, value_name = "VERSION", required_unless_present = "resume")]
+    pub version: Option<String>,
+    /// Print the plan (slots, migrations it would apply, checks) and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Reconcile a deployment whose command died (finish or roll it back), then stop.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub resume: bool,
+    /// Install this atelierd build as VERSION first (copied to deploy.releases/VERSION, stamped with VERSION).
+    #[arg(long, value_name = "PATH", requires = "version")]
+    pub artifact: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, ClapArgs)]
+#[command(after_help = "Starts the target's release in the idle slot, checks it is ready at its version, \
+runs a canary, switches, analyses and drains, as deploy does, without running migrations. Refused, naming \
+the migration, when a contract migration was applied after the target was deployed.
+
+Exit codes: as deploy.
+
+Examples:
+  atelier --env production rollback --yes
+  atelier --env staging rollback --to 42 --output json")]
+pub struct RollbackArgs {
+    /// The deployment id to return to (`atelier history`). Default: the previous successful one.
+    #[arg(long, value_name = "ID")]
+    pub to: Option<i64>,
+}
+
+#[derive(Debug, ClapArgs)]
+#[command(after_help = "Examples:
+  atelier --env production history
+  atelier --env staging history --limit 5 --output json")]
+pub struct HistoryArgs {
+    /// How many deployments, newest first (1 to 1000).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..=1000))]
+    pub limit: i64,
+}
+
+#[derive(Debug, Subcommand)]
+#[command(after_help = "Examples:
+  atelier --env production lock status
+  atelier --env production lock acquire --message 'database maintenance' --ttl 2h
+  atelier --env production lock release")]
+pub enum LockCommand {
+    /// Who holds the deploy lock, since when, until when; and the last lock events.
+    Status,
+    /// Hold the lock for a maintenance window (deploys, rollbacks and migrate run are refused meanwhile).
+    Acquire {
+        /// Why: shown to whoever is refused.
+        #[arg(long)]
+        message: String,
+        /// How long the lock is held (it expires then; acquire again to extend).
+        #[arg(long, default_value = "1h", value_parser = duration)]
+        ttl: humantime::Duration,
+    },
+    /// Release the lock, whoever holds it (audited with whose it was).
+    Release,
 }
 
 /// A duration such as `90s`, `5m` or `1h 30m`, refused in words an operator can act on.

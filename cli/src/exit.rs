@@ -19,6 +19,10 @@ pub enum Code {
     CheckFailed = 5,
     /// A change to a protected environment was not confirmed.
     NotConfirmed = 6,
+    /// The deploy lock is held by another command (deploy, rollback, migrate run, lock acquire).
+    Locked = 7,
+    /// A deploy or rollback failed at a step and was rolled back.
+    RolledBack = 8,
 }
 
 impl From<Code> for std::process::ExitCode {

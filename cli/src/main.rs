@@ -6,6 +6,7 @@
 mod cli;
 mod commands;
 mod context;
+mod deploy;
 mod exit;
 mod output;
 

@@ -11,6 +11,8 @@ pub mod notifications;
 pub mod permissions;
 pub mod pricing;
 pub mod production;
+pub mod release;
+pub mod deployment;
 pub mod sale;
 pub mod templates;
 pub mod webhook;
