@@ -105,7 +105,7 @@ pub struct GateArgs {
 }
 
 #[derive(Debug, ClapArgs)]
-#[command(after_help = "Steps: lock, preflight, gate (where deploy.gate_env is set: production gates on staging), \
+#[command(disable_version_flag = true, after_help = "Steps: lock, preflight, gate (where deploy.gate_env is set: production gates on staging), \
 migrate (expand only), start (the idle slot at VERSION), ready (/ready and /version say VERSION), canary \
 (a system.ping handled by the new slot's own consumers), switch (the proxy's upstream, graceful reload), \
 analysis (deploy.analysis of the new slot's 5xx ratio and dead letters), drain (the old slot finishes its \
