@@ -105,7 +105,9 @@ pub struct GateArgs {
 }
 
 #[derive(Debug, ClapArgs)]
-#[command(disable_version_flag = true, after_help = "Steps: lock, preflight, gate (where deploy.gate_env is set: production gates on staging), \
+#[command(
+    disable_version_flag = true,
+    after_help = "Steps: lock, preflight, gate (where deploy.gate_env is set: production gates on staging), \
 migrate (expand only), start (the idle slot at VERSION), ready (/ready and /version say VERSION), canary \
 (a system.ping handled by the new slot's own consumers), switch (the proxy's upstream, graceful reload), \
 analysis (deploy.analysis of the new slot's 5xx ratio and dead letters), drain (the old slot finishes its \
@@ -118,7 +120,8 @@ Examples:
   atelier --env staging deploy --version 1.4.0 --artifact ./target/release/atelierd
   atelier --env production deploy --version 1.4.0 --dry-run
   atelier --env production deploy --version 1.4.0 --yes --output json
-  atelier --env staging deploy --resume")]
+  atelier --env staging deploy --resume"
+)]
 pub struct DeployArgs {
     /// The release to deploy (its directory under deploy.releases). Required unless --resume.
     #[arg(long, value_name = "VERSION", required_unless_present = "resume")]

@@ -108,8 +108,17 @@ impl Stage {
 
     /// Deploys `version` from this build (installed and stamped by `--artifact`).
     pub fn deploy(&self, version: &str) -> Output {
+        self.deploy_with(version, &[])
+    }
+
+    /// Deploys `version` with deploy settings `overrides` for this command only.
+    pub fn deploy_with(&self, version: &str, overrides: &[(&str, &str)]) -> Output {
         let bin = atelierd();
-        self.run(&["deploy", "--version", version, "--artifact", bin.to_str().unwrap()])
+        let mut cmd = self.command(&["deploy", "--version", version, "--artifact", bin.to_str().unwrap()]);
+        for (k, v) in overrides {
+            cmd.env(format!("ATELIER__DEPLOY__{}", k.to_uppercase()), v);
+        }
+        cmd.output().expect("run atelier")
     }
 
     /// Makes release `version` misbehave: `ATELIER_TEST_FAULT=fault`.
@@ -245,20 +254,23 @@ async fn deploy_v1_then_v2_then_rollback_each_recorded_and_shown_by_history() {
     let expected = [("rollback", "1.0.0", "blue"), ("deploy", "2.0.0", "green"), ("deploy", "1.0.0", "blue")];
     assert_eq!(rows.len(), 3, "{history}");
     for (row, (kind, version, slot)) in rows.iter().zip(expected) {
-        assert_eq!((row.0.as_str(), row.1.as_str(), row.2.as_str(), row.3.as_str()), (kind, version, slot, "succeeded"));
+        assert_eq!(
+            (row.0.as_str(), row.1.as_str(), row.2.as_str(), row.3.as_str()),
+            (kind, version, slot, "succeeded")
+        );
     }
     assert_eq!(history["data"][0]["actor"].as_str().unwrap().split('@').next(), Some("ci"));
 }
 
-/// Deploys 1.0.0, then `bad` (with `fault`), which must fail at `step`;
-/// then the previous deployment is current again, traffic is on it, and the
-/// bad slot is stopped.
+/// Deploys 1.0.0, then `bad` (with `fault` and deploy settings `settings`),
+/// which must fail at `step`; then the previous deployment is current again,
+/// traffic is on it, and the bad slot is stopped.
 async fn bad_version_rolls_back(fault: &str, step: &str, settings: &[(&str, &str)]) {
-    let stage = Stage::new(settings).await;
+    let stage = Stage::new(&[]).await;
     stage.expect(&stage.deploy("1.0.0"), 0);
     let bad = format!("2.0.0-{fault}");
     stage.faulty(&bad, fault);
-    let record = stage.expect(&stage.deploy(&bad), 8);
+    let record = stage.expect(&stage.deploy_with(&bad, settings), 8);
     let d = &record["data"]["deployment"];
     assert_eq!(d["status"], "rolled_back", "{record}");
     assert_eq!(d["failed_step"], step, "{record}");
@@ -287,8 +299,8 @@ async fn a_version_whose_canary_is_not_handled_by_its_own_consumers_rolls_back_a
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_version_whose_5xx_rise_after_the_switch_rolls_back_at_analysis_and_traffic_returns() {
-    let stage_settings = [("analysis", "30s")];
-    bad_version_rolls_back("5xx", "analysis", &stage_settings).await;
+    // The first 5xx fails the analysis; 30 s is room for a loaded machine.
+    bad_version_rolls_back("5xx", "analysis", &[("analysis", "30s")]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

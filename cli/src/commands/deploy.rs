@@ -53,7 +53,13 @@ pub async fn run(args: DeployArgs, ctx: &Context) -> Result<Code, Failure> {
     outcome
 }
 
-async fn under_lease(args: &DeployArgs, ctx: &Context, db: &Db, driver: &Driver, lease: &Held) -> Result<Code, Failure> {
+async fn under_lease(
+    args: &DeployArgs,
+    ctx: &Context,
+    db: &Db,
+    driver: &Driver,
+    lease: &Held,
+) -> Result<Code, Failure> {
     let reconciled = checklist::reconcile(ctx, db, driver, lease).await?;
     let Some(version) = args.version.clone() else {
         let data = json!({"env": ctx.env(), "took_over": lease.took_over, "reconciled": reconciled});
@@ -76,7 +82,11 @@ async fn under_lease(args: &DeployArgs, ctx: &Context, db: &Db, driver: &Driver,
 }
 
 /// Prints a deployment's record and turns its outcome into the exit code.
-pub fn finish(ctx: &Context, (record, failure): (Value, Option<Failure>), reconciled: Option<Value>) -> Result<Code, Failure> {
+pub fn finish(
+    ctx: &Context,
+    (record, failure): (Value, Option<Failure>),
+    reconciled: Option<Value>,
+) -> Result<Code, Failure> {
     let ok = failure.is_none();
     let mut data = record.clone();
     data["reconciled"] = reconciled.unwrap_or(Value::Null);
@@ -138,14 +148,13 @@ async fn dry_run(ctx: &Context, db: &Db, driver: &Driver, version: &str) -> Resu
         "analysis": humantime::format_duration(settings.analysis).to_string(),
     });
     ctx.out.emit(&json!({"success": true, "data": data}), || {
-        let mut t = format!(
-            "plan: deploy {version} to {} in {} ({} driver)\n",
-            slot.as_str(),
-            ctx.env(),
-            driver.name()
-        );
+        let mut t =
+            format!("plan: deploy {version} to {} in {} ({} driver)\n", slot.as_str(), ctx.env(), driver.name());
         match &current {
-            Some(c) => t += &format!("  current: deployment {} ({} in {}), drained after the switch\n", c.id, c.version, c.slot),
+            Some(c) => {
+                t +=
+                    &format!("  current: deployment {} ({} in {}), drained after the switch\n", c.id, c.version, c.slot)
+            }
             None => t += "  current: none (first deployment)\n",
         }
         t += &format!(

@@ -3,13 +3,13 @@
 
 pub mod check;
 mod deploy;
-mod history;
-mod lock;
-mod rollback;
 mod dlq;
 mod env;
 mod gate;
+mod history;
+mod lock;
 mod migrate;
+mod rollback;
 mod topology;
 mod users;
 mod webhooks;

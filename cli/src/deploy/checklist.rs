@@ -14,10 +14,10 @@ use crate::exit::{Code, Failure};
 use atelier_domain::config::{self, DeploySettings};
 use atelier_domain::events::Origin;
 use atelier_domain::rules::deployment::{self as rules, Counters, Reconcile, Slot};
-use atelier_domain::store::deploy::{self, Deployment, NewDeployment};
 use atelier_domain::rules::migration_lint::Phase;
+use atelier_domain::store::deploy::{self, Deployment, NewDeployment};
 use atelier_domain::store::migrations::{self, Catalog, Limits, RunError, RunOptions};
-use atelier_domain::store::{Db, DatabaseUrl, canary};
+use atelier_domain::store::{DatabaseUrl, Db, canary};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -92,15 +92,7 @@ fn stall_at(step: &str) -> bool {
 
 impl<'a> Engine<'a> {
     pub fn new(ctx: &'a Context, db: &'a Db, driver: &'a Driver, lease: &'a Held, deployment_id: i64) -> Self {
-        Engine {
-            ctx,
-            db,
-            driver,
-            lease,
-            settings: ctx.config.settings.deploy.clone(),
-            client: client(),
-            deployment_id,
-        }
+        Engine { ctx, db, driver, lease, settings: ctx.config.settings.deploy.clone(), client: client(), deployment_id }
     }
 
     async fn start_step(&self, step: &str) -> Result<i64, Failure> {
@@ -242,9 +234,7 @@ impl<'a> Engine<'a> {
         if plan.kind == Kind::Rollback {
             return Ok(None);
         }
-        gate(self.ctx, &gate_env, &plan.version, self.settings.min_soak, self.settings.max_dead_letters)
-            .await
-            .map(Some)
+        gate(self.ctx, &gate_env, &plan.version, self.settings.min_soak, self.settings.max_dead_letters).await.map(Some)
     }
 
     async fn migrate(&self, plan: &Plan) -> Result<Option<String>, String> {
@@ -259,8 +249,14 @@ impl<'a> Engine<'a> {
             refuse_drift: settings.policy.refuse_migration_drift,
             build_version: env!("CARGO_PKG_VERSION").to_owned(),
         };
-        let report = match migrations::apply(&url, Limits::from(&settings.database), &Catalog::embedded(), options, |_| {})
-            .await
+        let report = match migrations::apply(
+            &url,
+            Limits::from(&settings.database),
+            &Catalog::embedded(),
+            options,
+            |_| {},
+        )
+        .await
         {
             Ok(report) => report,
             Err(RunError::Refused(why)) => return Err(why),
@@ -356,7 +352,12 @@ impl<'a> Engine<'a> {
 }
 
 /// Waits until `base`'s `/ready` is 200 and its `/version` names `version`.
-pub async fn wait_ready(client: &reqwest::Client, base: &str, version: &str, within: Duration) -> Result<String, String> {
+pub async fn wait_ready(
+    client: &reqwest::Client,
+    base: &str,
+    version: &str,
+    within: Duration,
+) -> Result<String, String> {
     let started = Instant::now();
     loop {
         let last;
@@ -538,7 +539,13 @@ pub async fn reconcile(ctx: &Context, db: &Db, driver: &Driver, lease: &Held) ->
                 if driver.running(old) == Some(false) {
                     let started = driver.start(old, &prev.version).await;
                     journal("reconcile:start", started).await?;
-                    let ready = wait_ready(&client(), &driver.slot_url(old, &prev.version), &prev.version, settings.ready_timeout).await;
+                    let ready = wait_ready(
+                        &client(),
+                        &driver.slot_url(old, &prev.version),
+                        &prev.version,
+                        settings.ready_timeout,
+                    )
+                    .await;
                     journal("reconcile:ready", ready).await?;
                 }
                 if driver.live() != Some(old) {
@@ -548,10 +555,8 @@ pub async fn reconcile(ctx: &Context, db: &Db, driver: &Driver, lease: &Held) ->
             if driver.running(new) != Some(false) {
                 journal("reconcile:stop", driver.stop(new, settings.drain_timeout).await).await?;
             }
-            let reason = format!(
-                "the command running it died during step {}; rolled back by {by}",
-                last.unwrap_or("(none)")
-            );
+            let reason =
+                format!("the command running it died during step {}; rolled back by {by}", last.unwrap_or("(none)"));
             deploy::finish(&mut conn, orphan.id, "rolled_back", last, Some(&reason)).await?;
         }
     }

@@ -146,8 +146,7 @@ pub fn install(releases: &Path, version: &str, artifact: &Path) -> Result<PathBu
     use std::os::unix::fs::PermissionsExt;
     let mut bytes =
         std::fs::read(artifact).map_err(|e| format!("cannot read the artifact {}: {e}", artifact.display()))?;
-    atelier_domain::rules::release::stamp(&mut bytes, version)
-        .map_err(|e| format!("{}: {e}", artifact.display()))?;
+    atelier_domain::rules::release::stamp(&mut bytes, version).map_err(|e| format!("{}: {e}", artifact.display()))?;
     let dir = releases.join(version);
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let tmp = dir.join(".atelierd.installing");
@@ -234,7 +233,8 @@ impl Process {
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
         let pid = child.id();
-        std::fs::write(self.pid_file(slot), format!("{pid}\n")).map_err(|e| format!("cannot write the pid file: {e}"))?;
+        std::fs::write(self.pid_file(slot), format!("{pid}\n"))
+            .map_err(|e| format!("cannot write the pid file: {e}"))?;
         Ok(format!("{} (pid {pid}) on 127.0.0.1:{port}, log {}", bin.display(), log_path.display()))
     }
 
@@ -275,10 +275,7 @@ impl Process {
             .stdin(Stdio::null())
             .output()
             .map_err(|e| {
-                format!(
-                    "cannot run {} ({e}): install Debian's nginx-light or set deploy.nginx",
-                    self.settings.nginx
-                )
+                format!("cannot run {} ({e}): install Debian's nginx-light or set deploy.nginx", self.settings.nginx)
             })?;
         if out.status.success() {
             Ok(())
@@ -334,11 +331,17 @@ http {{\n  access_log off;\n  client_body_temp_path {d}/tmp/body;\n  proxy_temp_
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let answered = match client.get(&url).send().await {
-                Ok(res) => res.json::<serde_json::Value>().await.ok().and_then(|v| v["slot"].as_str().map(str::to_owned)),
+                Ok(res) => {
+                    res.json::<serde_json::Value>().await.ok().and_then(|v| v["slot"].as_str().map(str::to_owned))
+                }
                 Err(_) => None,
             };
             if answered.as_deref() == Some(slot.as_str()) {
-                return Ok(format!("{how}: {} answers from {} (127.0.0.1:{port})", self.settings.proxy_listen, slot.as_str()));
+                return Ok(format!(
+                    "{how}: {} answers from {} (127.0.0.1:{port})",
+                    self.settings.proxy_listen,
+                    slot.as_str()
+                ));
             }
             if Instant::now() > deadline {
                 return Err(format!(
@@ -354,7 +357,12 @@ http {{\n  access_log off;\n  client_body_temp_path {d}/tmp/body;\n  proxy_temp_
 
     fn live(&self) -> Option<Slot> {
         let text = std::fs::read_to_string(self.nginx_dir().join("upstream.conf")).ok()?;
-        let port: u16 = text.lines().find_map(|l| l.trim().strip_prefix("server 127.0.0.1:"))?.trim_end_matches(';').parse().ok()?;
+        let port: u16 = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("server 127.0.0.1:"))?
+            .trim_end_matches(';')
+            .parse()
+            .ok()?;
         [Slot::Blue, Slot::Green].into_iter().find(|s| {
             port == match s {
                 Slot::Blue => self.settings.blue_port,
@@ -386,7 +394,14 @@ impl Templates {
         if out.status.success() {
             Ok(format!("deploy.command.{what} ran"))
         } else {
-            let tail: String = String::from_utf8_lossy(&out.stderr).chars().rev().take(300).collect::<Vec<_>>().into_iter().rev().collect();
+            let tail: String = String::from_utf8_lossy(&out.stderr)
+                .chars()
+                .rev()
+                .take(300)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
             Err(format!("deploy.command.{what} exited {}: {}", out.status, tail.trim()))
         }
     }

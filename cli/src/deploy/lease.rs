@@ -4,8 +4,8 @@
 
 use crate::exit::{Code, Failure};
 use atelier_domain::config::DeploySettings;
-use atelier_domain::store::deploy::{self, Acquire, Lease, Owner};
 use atelier_domain::store::Db;
+use atelier_domain::store::deploy::{self, Acquire, Lease, Owner};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use uuid::Uuid;

@@ -61,9 +61,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
     let mut api = api::router(shared.clone());
     if crate::version::fault() == Some(crate::version::Fault::ServerErrors) {
         // Test fault: every API request fails as a bug would.
-        api = api.layer(axum::middleware::from_fn(|_req: axum::extract::Request, _next: axum::middleware::Next| async {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "ATELIER_TEST_FAULT=5xx").into_response()
-        }));
+        api =
+            api.layer(axum::middleware::from_fn(|_req: axum::extract::Request, _next: axum::middleware::Next| async {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "ATELIER_TEST_FAULT=5xx").into_response()
+            }));
     }
     finish(router.nest("/api/v1", api), shared)
 }
@@ -310,7 +311,9 @@ async fn ready(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn version(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
-    Json(json!({"version": crate::version::current(), "env": shared.config.env, "slot": std::env::var("ATELIER_SLOT").ok()}))
+    Json(
+        json!({"version": crate::version::current(), "env": shared.config.env, "slot": std::env::var("ATELIER_SLOT").ok()}),
+    )
 }
 
 /// Prometheus text: event counters and latency, outbox, broker, dead letters.

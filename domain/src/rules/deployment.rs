@@ -99,7 +99,10 @@ pub fn analyse(baseline: Counters, now: Counters, limits: Limits) -> Result<Stri
         ));
     }
     if dead > limits.max_dead_letters {
-        return Err(format!("{dead} deliveries dead-lettered, over deploy.max_dead_letters {}", limits.max_dead_letters));
+        return Err(format!(
+            "{dead} deliveries dead-lettered, over deploy.max_dead_letters {}",
+            limits.max_dead_letters
+        ));
     }
     Ok(format!("{requests} requests, {errors} 5xx (ratio {ratio:.3}), {dead} dead-lettered"))
 }

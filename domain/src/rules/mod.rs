@@ -3,6 +3,7 @@
 //! store and the daemon call these functions instead of restating them.
 
 pub mod costing;
+pub mod deployment;
 pub mod intent;
 pub mod migration_integrity;
 pub mod migration_lint;
@@ -12,7 +13,6 @@ pub mod permissions;
 pub mod pricing;
 pub mod production;
 pub mod release;
-pub mod deployment;
 pub mod sale;
 pub mod templates;
 pub mod webhook;

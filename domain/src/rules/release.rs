@@ -28,7 +28,8 @@ pub fn check_version(v: &str) -> Result<(), String> {
 /// Writes `version` into the one marker of `binary`.
 pub fn stamp(binary: &mut [u8], version: &str) -> Result<(), String> {
     check_version(version)?;
-    let at: Vec<usize> = binary.windows(MARKER_PREFIX.len()).enumerate().filter(|(_, w)| w == MARKER_PREFIX).map(|(i, _)| i).collect();
+    let at: Vec<usize> =
+        binary.windows(MARKER_PREFIX.len()).enumerate().filter(|(_, w)| w == MARKER_PREFIX).map(|(i, _)| i).collect();
     let [at] = at[..] else {
         return Err(format!(
             "not an atelierd build with one release marker ({} found): build atelierd from this repository",

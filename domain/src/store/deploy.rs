@@ -340,7 +340,7 @@ pub async fn acquire(
             deploy_lease::expires_at.eq(expiry(ttl)),
         );
         let lease: Lease = diesel::insert_into(deploy_lease::table)
-            .values(values.clone())
+            .values(values)
             .on_conflict(deploy_lease::id)
             .do_update()
             .set(values)

@@ -36,8 +36,7 @@ impl Canary {
                 if !processing::claim(conn, NAME, envelope.id).await? {
                     return Ok::<_, StoreError>(Outcome::Duplicate);
                 }
-                let recorded =
-                    canary::record_in(
+                let recorded = canary::record_in(
                     conn,
                     ping.ping_id,
                     envelope.id,
