@@ -417,7 +417,7 @@ async fn load(base: String, token: String, product: i64, stop: tokio::sync::watc
             let mut next = Instant::now();
             while !*stop.borrow() {
                 n += 1;
-                let write = n % 4 == 0;
+                let write = n.is_multiple_of(4);
                 let req = if write {
                     client.post(format!("{base}/api/v1/sales")).json(&serde_json::json!({
                         "lines": [{"product_id": product, "quantity": 1}], "channel": "walk_in"
