@@ -41,6 +41,7 @@ fn kill(pid: u32, sig: &str) {
 
 /// One environment to deploy to, and everything it started.
 pub struct Stage {
+    env: String,
     pub db: TestDb,
     ns: String,
     dir: PathBuf,
@@ -51,6 +52,11 @@ pub struct Stage {
 impl Stage {
     /// A stage whose deploy settings are `deploy` (key, value) over fast test defaults.
     pub async fn new(deploy: &[(&str, &str)]) -> Stage {
+        Stage::of("test", None, deploy).await
+    }
+
+    /// A stage of environment `env` from `config_dir` (default: environments/).
+    pub async fn of(env: &str, config_dir: Option<&Path>, deploy: &[(&str, &str)]) -> Stage {
         let db = TestDb::new().await;
         let ns = format!("t-{}", uuid::Uuid::now_v7().simple());
         let dir = std::env::temp_dir().join(format!("atelier-deploy-{}", uuid::Uuid::now_v7().simple()));
@@ -84,13 +90,16 @@ impl Stage {
             ("ATELIER_SECRET_JWT_SIGNING_KEY".to_owned(), JWT_KEY.to_owned()),
             ("ATELIER_ACTOR".to_owned(), "ci".to_owned()),
         ]);
-        Stage { db, ns, dir, proxy: format!("http://{proxy}"), vars }
+        if let Some(config_dir) = config_dir {
+            vars.push(("ATELIER_CONFIG_DIR".to_owned(), config_dir.display().to_string()));
+        }
+        Stage { env: env.to_owned(), db, ns, dir, proxy: format!("http://{proxy}"), vars }
     }
 
-    /// `atelier --env test -o json ARGS`, not yet run.
+    /// `atelier --env ENV -o json ARGS`, not yet run.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_atelier"));
-        cmd.args(["--env", "test", "--output", "json"])
+        cmd.args(["--env", &self.env, "--output", "json"])
             .args(args)
             .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
             .env_remove("ATELIER_ENV")
@@ -209,6 +218,12 @@ fn steps(record: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
+async fn exec(stage: &Stage, sql: &str) {
+    use diesel_async::RunQueryDsl;
+    let mut conn = stage.db.db().conn().await.unwrap();
+    diesel::sql_query(sql).execute(&mut conn).await.unwrap();
+}
+
 fn pair(v: &str, s: &str) -> Option<(String, String)> {
     Some((v.to_owned(), s.to_owned()))
 }
@@ -232,6 +247,19 @@ async fn deploy_v1_then_v2_then_rollback_each_recorded_and_shown_by_history() {
     assert_eq!(stage.current().await, pair("2.0.0", "green"));
     assert!(!stage.running("blue"), "the old slot was drained");
     assert!(stage.running("green"));
+
+    // A contract migration applied since 1.0.0 was deployed would break it.
+    exec(
+        &stage,
+        "INSERT INTO atelier_migrations (version, name, up_sha256, down_sha256, phase, applied_by) \
+         VALUES ('2099-01-01-000001', 'drop_legacy_column', 'x', 'x', 'contract', 'ci')",
+    )
+    .await;
+    let refused = stage.expect(&stage.run(&["rollback"]), 5);
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(message.contains("2099-01-01-000001_drop_legacy_column"), "{message}");
+    assert_eq!(stage.current().await, pair("2.0.0", "green"));
+    exec(&stage, "DELETE FROM atelier_migrations WHERE version = '2099-01-01-000001'").await;
 
     let back = stage.expect(&stage.run(&["rollback"]), 0);
     assert_eq!(back["data"]["deployment"]["kind"], "rollback", "{back}");
@@ -305,7 +333,8 @@ async fn a_version_whose_5xx_rise_after_the_switch_rolls_back_at_analysis_and_tr
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_concurrent_deploy_is_refused_and_a_killed_one_is_taken_over_after_expiry_and_rolled_back() {
-    let stage = Stage::new(&[("lease_ttl", "3s")]).await;
+    // 10 s: a heartbeat late by seconds on a loaded machine keeps its lease.
+    let stage = Stage::new(&[("lease_ttl", "10s")]).await;
     stage.expect(&stage.deploy("1.0.0"), 0);
     // A deploy that stops at its canary, holding the lease.
     let bin = atelierd();
@@ -337,7 +366,7 @@ async fn a_concurrent_deploy_is_refused_and_a_killed_one_is_taken_over_after_exp
 
     stalled.kill().unwrap();
     stalled.wait().unwrap();
-    // Its lease expires 3 s after its last heartbeat; until then, refused.
+    // Its lease expires 10 s after its last heartbeat; until then, refused.
     let deadline = Instant::now() + Duration::from_secs(60);
     let resumed = loop {
         let out = stage.run(&["deploy", "--resume"]);
@@ -372,6 +401,10 @@ async fn a_maintenance_lock_refuses_deploys_until_released_and_a_dry_run_changes
     assert_eq!(held["data"]["lease"]["message"], "database maintenance", "{held}");
     let refused = stage.expect(&stage.run(&["deploy", "--version", "1.0.0"]), 7);
     assert!(refused["error"]["message"].as_str().unwrap().contains("database maintenance"), "{refused}");
+    for other in [&["migrate", "run"][..], &["rollback"][..]] {
+        let refused = stage.expect(&stage.run(other), 7);
+        assert!(refused["error"]["message"].as_str().unwrap().contains("database maintenance"), "{refused}");
+    }
 
     let plan = stage.expect(&stage.run(&["deploy", "--version", "1.0.0", "--dry-run"]), 0);
     assert_eq!(plan["data"]["new_slot"], "blue", "{plan}");
@@ -387,7 +420,7 @@ async fn a_maintenance_lock_refuses_deploys_until_released_and_a_dry_run_changes
     assert_eq!(status["data"]["held"], false);
     let actions: Vec<&str> =
         status["data"]["events"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
-    assert_eq!(actions, ["released", "refused", "acquired"], "{status}");
+    assert_eq!(actions, ["released", "refused", "refused", "refused", "acquired"], "{status}");
 }
 
 /// What a load run saw.
@@ -566,4 +599,141 @@ async fn zero_downtime_no_request_failed_no_event_lost_or_doubled_across_a_deplo
     assert!(seen.writes > 0 && sales as u64 >= seen.writes, "{sales} sales for {} writes", seen.writes);
     assert_eq!(orders, sales, "an event was lost");
     assert_eq!(doubled, 0, "an event was applied twice");
+}
+
+/// A deploy of `version` that stops once it has journaled the start of `step`.
+fn stalled(stage: &Stage, version: &str, step: &str) -> std::process::Child {
+    let bin = atelierd();
+    stage
+        .command(&["deploy", "--version", version, "--artifact", bin.to_str().unwrap()])
+        .env(atelier_cli_stall(), step)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until the running deployment has journaled the start of `step`.
+async fn reached(stage: &Stage, step: &str) {
+    let db = stage.db.db().clone();
+    atelier_domain::testing::eventually(Duration::from_secs(90), &format!("the deploy to reach {step}"), || {
+        let db = db.clone();
+        async move {
+            let mut conn = db.conn().await.unwrap();
+            match deploy::running(&mut conn).await.unwrap() {
+                Some(d) => deploy::steps(&mut conn, d.id).await.unwrap().iter().any(|s| s.step == step),
+                None => false,
+            }
+        }
+    })
+    .await;
+}
+
+/// `deploy --resume` once the dead command's lease expired (refused, exit 7, until then).
+async fn resume(stage: &Stage) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let out = loop {
+        let out = stage.run(&["deploy", "--resume"]);
+        if out.status.code() != Some(7) || Instant::now() > deadline {
+            break out;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    stage.expect(&out, 0)
+}
+
+/// For each of `steps`: a deploy SIGKILLed once it reached the step, then
+/// `deploy --resume`: finished when traffic was already on the new slot and
+/// analysed (drain, record), else rolled back; never left running.
+async fn killed_at_each_of(steps: &[&str]) {
+    let stage = Stage::new(&[("lease_ttl", "3s")]).await;
+    stage.expect(&stage.deploy("1.0.0"), 0);
+    for step in steps {
+        let (before, old) = stage.current().await.unwrap();
+        let new = if old == "blue" { "green" } else { "blue" };
+        let version = format!("2.0.0-{step}");
+        let mut child = stalled(&stage, &version, step);
+        reached(&stage, step).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let doc = resume(&stage).await;
+        let d = &doc["data"]["reconciled"]["deployment"];
+        assert_eq!(d["version"], version.as_str(), "{doc}");
+        if matches!(*step, "drain" | "record") {
+            assert_eq!(d["status"], "succeeded", "killed at {step}: {doc}");
+            assert_eq!(stage.current().await, pair(&version, new), "killed at {step}");
+            assert_eq!(stage.behind_proxy().await, pair(&version, new), "killed at {step}");
+            assert!(!stage.running(&old), "killed at {step}: the old slot was drained");
+        } else {
+            assert_eq!(d["status"], "rolled_back", "killed at {step}: {doc}");
+            assert_eq!(d["failed_step"], *step, "{doc}");
+            assert!(d["error"].as_str().unwrap().contains("died"), "{doc}");
+            assert_eq!(stage.current().await, pair(&before, &old), "killed at {step}");
+            assert_eq!(stage.behind_proxy().await, pair(&before, &old), "killed at {step}");
+            assert!(!stage.running(new), "killed at {step}: the new slot was stopped");
+        }
+        let mut conn = stage.db.db().conn().await.unwrap();
+        assert!(deploy::running(&mut conn).await.unwrap().is_none(), "killed at {step}: nothing left running");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deploy_killed_at_lock_preflight_gate_or_migrate_is_rolled_back_by_resume() {
+    killed_at_each_of(&["lock", "preflight", "gate", "migrate"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deploy_killed_at_start_ready_or_switch_is_rolled_back_by_resume() {
+    killed_at_each_of(&["start", "ready", "switch"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deploy_killed_at_analysis_is_rolled_back_and_at_drain_or_record_finished_by_resume() {
+    killed_at_each_of(&["analysis", "drain", "record"]).await;
+}
+
+/// A configuration directory with `stg` (staging, on `staging_db`) and
+/// `prd` (production: confirms changes, gates on stg) beside base and test.
+fn two_environments(staging_db: &str) -> PathBuf {
+    let src = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../environments"));
+    let dir = std::env::temp_dir().join(format!("atelier-envs-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["base.toml", "test.toml"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    let test = std::fs::read_to_string(src.join("test.toml")).unwrap();
+    let url = "url = \"postgres://postgres@127.0.0.1:5432/atelier_test\"";
+    assert!(test.contains(url), "test.toml names its database");
+    std::fs::write(dir.join("stg.toml"), test.replace(url, &format!("url = \"{staging_db}\""))).unwrap();
+    let prd = test.replace("confirm_changes = false", "confirm_changes = true");
+    assert_ne!(prd, test, "test.toml states confirm_changes");
+    std::fs::write(dir.join("prd.toml"), format!("{prd}\n[deploy]\ngate_env = \"stg\"\nmin_soak = \"0s\"\n")).unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn production_refuses_a_version_staging_has_not_passed_and_asks_for_confirmation() {
+    let staging = Stage::new(&[]).await;
+    staging.expect(&staging.deploy("1.0.0"), 0);
+    let dir = two_environments(&staging.db.url().expose());
+    let production = Stage::of("prd", Some(&dir), &[]).await;
+
+    let unconfirmed = production.expect(&production.deploy("1.0.0"), 6);
+    assert!(unconfirmed["error"]["message"].as_str().unwrap().contains("--yes"), "{unconfirmed}");
+    let mut conn = production.db.db().conn().await.unwrap();
+    assert!(deploy::history(&mut conn, 10).await.unwrap().is_empty(), "nothing was done unconfirmed");
+
+    let bin = atelierd();
+    let deploy = |v: &str| production.run(&["--yes", "deploy", "--version", v, "--artifact", bin.to_str().unwrap()]);
+    let refused = production.expect(&deploy("2.0.0"), 8);
+    assert_eq!(refused["data"]["deployment"]["failed_step"], "gate", "{refused}");
+    let reason = refused["data"]["error"].as_str().unwrap();
+    assert!(reason.contains("2.0.0 was never deployed successfully in stg"), "{reason}");
+    assert!(!production.running("blue"), "nothing was started");
+
+    let passed = production.expect(&deploy("1.0.0"), 0);
+    let gate = steps(&passed).into_iter().find(|(s, _)| s == "gate").unwrap();
+    assert_eq!(gate.1, "ok", "{passed}");
+    assert_eq!(production.behind_proxy().await, pair("1.0.0", "blue"));
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -398,7 +398,9 @@ pub async fn gate(
     min_soak: Duration,
     max_dead_letters: u64,
 ) -> Result<String, String> {
-    let staging = config::load(&ctx.config.dir, gate_env).map_err(|e| format!("{gate_env}'s configuration: {e}"))?;
+    // Its own files only: this process's ATELIER__* variables are this environment's.
+    let staging =
+        config::load_with(&ctx.config.dir, gate_env, &[]).map_err(|e| format!("{gate_env}'s configuration: {e}"))?;
     let url = DatabaseUrl::resolve(
         &staging.settings.database,
         atelier_domain::secrets::open(staging.settings.secrets.backend).as_ref(),

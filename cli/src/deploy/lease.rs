@@ -84,6 +84,18 @@ impl Held {
         Ok(Held { token: lease.token, owner, took_over, lost, beat, db: db.clone() })
     }
 
+    /// Takes the lease for `command` where the database has its table (a
+    /// database not yet migrated to it has nothing to lock against).
+    pub async fn take_if_ready(ctx: &crate::context::Context, command: &str) -> Result<Option<Held>, Failure> {
+        let db = Db::new(ctx.database_url()?, 2, ctx.config.settings.database.connect_timeout)?;
+        let mut conn = db.conn().await?;
+        if !deploy::lease_table_exists(&mut conn).await? {
+            return Ok(None);
+        }
+        drop(conn);
+        Ok(Some(Held::take(&db, command, &ctx.config.settings.deploy).await?))
+    }
+
     /// Whether another command took the lease over (this one stopped heartbeating too long).
     pub fn lost(&self) -> bool {
         self.lost.load(Ordering::SeqCst)

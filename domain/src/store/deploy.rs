@@ -390,6 +390,18 @@ pub async fn force_release(conn: &mut Conn, by: &Owner) -> Result<Option<Lease>,
     .await
 }
 
+/// Whether the lease's table exists (a database migrated by this build).
+pub async fn lease_table_exists(conn: &mut Conn) -> Result<bool, StoreError> {
+    #[derive(QueryableByName)]
+    struct Found {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        found: bool,
+    }
+    let f: Found =
+        diesel::sql_query("SELECT to_regclass('public.deploy_lease') IS NOT NULL AS found").get_result(conn).await?;
+    Ok(f.found)
+}
+
 /// The lease as it stands (expired or not).
 pub async fn lease(conn: &mut Conn) -> Result<Option<Lease>, StoreError> {
     Ok(deploy_lease::table.find(1i64).select(Lease::as_select()).first(conn).await.optional()?)
