@@ -667,6 +667,19 @@ fn validate(s: &Settings) -> Result<(), String> {
     if s.retry.factor == 0 {
         return Err("retry.factor must be at least 1".into());
     }
+    let d = &s.deploy;
+    if d.blue_port == d.green_port {
+        return Err("deploy.blue_port and deploy.green_port must differ (one port per slot)".into());
+    }
+    if !(0.0..=1.0).contains(&d.max_5xx_ratio) {
+        return Err("deploy.max_5xx_ratio must be between 0 and 1 (0.01 = 1%)".into());
+    }
+    if d.heartbeat >= d.lease_ttl {
+        return Err("deploy.heartbeat must be shorter than deploy.lease_ttl (the lease would expire between beats)".into());
+    }
+    if d.keep_releases == 0 {
+        return Err("deploy.keep_releases must be at least 1".into());
+    }
     s.http
         .bind
         .parse::<std::net::SocketAddr>()
