@@ -8,7 +8,7 @@ Environments are files in environments/ (or $ATELIER_CONFIG_DIR): base.toml plus
 file per environment; ATELIER__SECTION__KEY variables override single keys.
 
 Exit codes: 0 ok, 1 failure, 2 usage, 3 configuration, 4 dependency unreachable,
-5 check failed, 6 not confirmed, 7 deploy lock held, 8 deploy rolled back.";
+5 check failed, 6 not confirmed, 7 a lock is held, 8 deploy rolled back.";
 
 /// Operate Atelier: environments, database migrations and more.
 #[derive(Debug, Parser)]
@@ -209,13 +209,15 @@ pub enum EnvCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum MigrateCommand {
-    /// Each migration's state: applied, pending, edited (after it was applied), missing (applied by a newer version) or unknown history.
+    /// Each migration's state: applied, pending, edited (after it was applied), missing (applied by a newer version) or unknown history; exit 5 on drift.
+    #[command(after_help = "Exit 5 when a migration is edited, missing or applied unrecorded (drift), 0 otherwise.")]
     Status,
-    /// What `migrate run` would apply: the pending migrations in order, their lint findings and SQL; changes nothing.
+    /// What `migrate run` would apply: each pending statement with the lock it takes, whether it rewrites or scans the table, the table's live size and rows, its phase; lint findings and SQL. Changes nothing.
     Plan,
     /// Find destructive or locking statements in the pending migrations (`--all`: every one); exit 5 on any a file does not allow.
-    #[command(after_help = "Rules: drop-table, drop-column, rename, truncate, column-type, set-not-null, \
-index-lock (CREATE INDEX without CONCURRENTLY), validate-lock (a new FOREIGN KEY or CHECK without NOT VALID). \
+    #[command(after_help = "Rules (each with its id, reason and the safe way in the README's table, \
+\"atelier migrate lint\"): drop-table, drop-column, rename, column-type, set-not-null, index-lock, \
+validate-lock, unique-without-index, volatile-default, whole-table-backfill, ... \
 Statements on a table the same file creates are fine. A file allows a rule with a line \
 `-- atelier:allow <rule>: <reason>`. `migrate run` lints first where policy.lint_before_migrate is set \
 (staging and production).")]
@@ -231,7 +233,16 @@ Statements on a table the same file creates are fine. A file allows a rule with 
     #[command(
         after_help = "Exit 5, applying nothing, when policy.refuse_migration_drift is set (staging, production) \
 and a migration was edited after it was applied, is applied but unknown to this build, or was applied unrecorded; \
-or, with --phase contract, while a live deployment slot runs a version older than this build."
+or, with --phase contract, while a live deployment slot runs a version older than this build. \
+Exit 7 while another migrator holds the migration lock (named: command, pid, host), at once or after --wait. \
+A migration that hits database.migration_lock_timeout is rolled back and retried \
+(database.migration_lock_retries), each wait said on stderr with the sessions that blocked it.
+
+Examples:
+  atelier --env staging migrate run              expand migrations; exit 7 if the lock is held
+  atelier --env production migrate run --wait 5m  wait up to 5 minutes for another migrator
+  atelier --env production migrate run --phase contract
+  atelier -o json migrate run                     data: applied, waiting, drift, lock_waits"
     )]
     Run {
         /// `expand` (default): contract migrations wait; `contract`: apply them too, once no live slot runs an older version.
@@ -240,6 +251,31 @@ or, with --phase contract, while a live deployment slot runs a version older tha
         /// Who applies, recorded with the host name. Default: $USER (or $LOGNAME).
         #[arg(long)]
         actor: Option<String>,
+        /// While another migrator holds the migration lock, wait up to this long (e.g. 5m) for it; default: exit 7 at once, naming the holder.
+        #[arg(long, value_name = "DURATION", value_parser = duration)]
+        wait: Option<humantime::Duration>,
+    },
+    /// Create migrations/<date>-<seq>_<NAME>/{up,down}.sql with the phase header, for a new migration.
+    #[command(after_help = "Examples:
+  atelier migrate new add_sales_note                  an expand migration (the default)
+  atelier migrate new drop_sales_legacy --phase contract
+  atelier migrate new sales_note_index --no-transaction   for CREATE INDEX CONCURRENTLY
+  atelier -o json migrate new add_sales_note          {\"data\": {\"name\", \"up\", \"down\", ...}}
+
+The sequence number is one more than the highest in the directory. Exit 2 when NAME is not \
+lower-case letters, digits and underscores, 1 when the directory cannot be written.")]
+    New {
+        /// What the migration does, in lower-case snake_case (`add_sales_note`).
+        name: String,
+        /// `expand` (default): additive, applied by `migrate run`; `contract`: removals, applied by `--phase contract`.
+        #[arg(long, value_enum, default_value_t = PhaseArg::Expand)]
+        phase: PhaseArg,
+        /// Mark it `-- atelier:no-transaction` (one statement, such as CREATE INDEX CONCURRENTLY).
+        #[arg(long)]
+        no_transaction: bool,
+        /// The migrations directory.
+        #[arg(long, value_name = "DIR", default_value = "migrations")]
+        dir: std::path::PathBuf,
     },
     /// Re-record this build's checksums for edited or unrecorded migrations, after a human has looked; audited. Asks first unless --yes.
     Repair {

@@ -62,6 +62,11 @@ impl Output {
         self.format == Format::Json
     }
 
+    /// `-q`: nothing on stderr but errors.
+    pub fn is_quiet(&self) -> bool {
+        self.quiet
+    }
+
     /// Prints `value` as JSON in JSON mode, or `text()` otherwise.
     pub fn emit<T: Serialize>(&self, value: &T, text: impl FnOnce() -> String) {
         if self.is_json() {

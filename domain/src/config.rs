@@ -64,6 +64,20 @@ pub struct DatabaseSettings {
     pub migration_lock_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub migration_statement_timeout: Duration,
+    /// How many times `migrate run` retries a migration whose statement hit
+    /// `migration_lock_timeout` (0: never), waiting longer each time.
+    #[serde(default = "default_migration_lock_retries")]
+    pub migration_lock_retries: u32,
+    /// The first wait before such a retry; doubled each time (capped at 30 s), with jitter.
+    #[serde(default = "default_migration_retry_delay", with = "humantime_serde")]
+    pub migration_retry_delay: Duration,
+}
+
+fn default_migration_lock_retries() -> u32 {
+    10
+}
+fn default_migration_retry_delay() -> Duration {
+    Duration::from_millis(500)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -675,7 +689,9 @@ fn validate(s: &Settings) -> Result<(), String> {
         return Err("deploy.max_5xx_ratio must be between 0 and 1 (0.01 = 1%)".into());
     }
     if d.heartbeat >= d.lease_ttl {
-        return Err("deploy.heartbeat must be shorter than deploy.lease_ttl (the lease would expire between beats)".into());
+        return Err(
+            "deploy.heartbeat must be shorter than deploy.lease_ttl (the lease would expire between beats)".into()
+        );
     }
     if d.keep_releases == 0 {
         return Err("deploy.keep_releases must be at least 1".into());

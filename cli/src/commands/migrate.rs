@@ -1,4 +1,4 @@
-//! `atelier migrate status | plan | lint | run | rollback | repair`: the
+//! `atelier migrate status | plan | lint | run | rollback | repair | new`: the
 //! schema, with the migrations embedded in this binary, one function per
 //! subcommand. Migrators serialize on an advisory lock. `status` tells each
 //! migration's state (applied, pending, edited, missing, unknown history);
@@ -9,7 +9,11 @@
 //! `policy.lint_before_migrate` says so (staging and production), `run` lints the pending migrations first and
 //! refuses (exit 5) a destructive or locking statement that its file does not
 //! allow with a reason (`rules::migration_lint`). Also owns the lint report
-//! (`report_lint`) that `lint`, `plan` and `run` share.
+//! (`report_lint`) that `lint`, `plan` and `run` share. `run` gives up at once
+//! (exit 7, naming the holder) while another migrator holds the lock, unless
+//! `--wait`; each lock-timeout retry is said on stderr. `plan` names each
+//! pending statement's lock (`rules::migration_locks`) with the table's live
+//! size; `new` writes a migration's files with their header.
 
 use crate::cli::{MigrateCommand, PhaseArg};
 use crate::context::Context;
@@ -17,8 +21,11 @@ use crate::exit::{Code, Failure};
 use atelier_domain::rules::migration_integrity::State;
 use atelier_domain::rules::migration_lint::Phase;
 use atelier_domain::rules::migration_lint::{self, Finding};
+use atelier_domain::rules::migration_locks;
 use atelier_domain::store::DatabaseUrl;
-use atelier_domain::store::migrations::{self, Catalog, Limits, MigrationInfo, RunError, RunOptions};
+use atelier_domain::store::migrations::{
+    self, Catalog, Limits, LockRetry, MigrationInfo, RunError, RunOptions, WaitHook,
+};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 
@@ -33,7 +40,8 @@ pub async fn run(cmd: MigrateCommand, ctx: &Context) -> Result<Code, Failure> {
         MigrateCommand::Lint { .. } => lint_pending(ctx).await,
         MigrateCommand::Status => status(ctx).await,
         MigrateCommand::Plan => plan(ctx).await,
-        MigrateCommand::Run { phase, actor } => apply(ctx, phase, actor.as_deref()).await,
+        MigrateCommand::Run { phase, actor, wait } => apply(ctx, phase, actor.as_deref(), wait.map(Into::into)).await,
+        MigrateCommand::New { name, phase, no_transaction, dir } => new(ctx, &name, phase, no_transaction, &dir),
         MigrateCommand::Repair { actor } => repair(ctx, actor.as_deref()).await,
         MigrateCommand::Rollback { steps } => rollback(ctx, steps).await,
     }
@@ -61,8 +69,9 @@ async fn status(ctx: &Context) -> Result<Code, Failure> {
     let pending = count(State::Pending);
     let counts = json!({"applied": count(State::Applied), "pending": pending, "edited": count(State::Edited),
         "missing": count(State::Missing), "unknown_history": count(State::UnknownHistory)});
-    let doc = json!({"success": true, "data": {"env": ctx.env(), "database": url.database(), "migrations": all,
-        "pending": pending, "states": counts}, "count": all.len()});
+    let drift = all.iter().any(|m| m.drift);
+    let doc = json!({"success": !drift, "data": {"env": ctx.env(), "database": url.database(), "migrations": all,
+        "pending": pending, "states": counts, "drift": drift}, "count": all.len()});
     ctx.out.emit(&doc, || {
         let mut s = String::new();
         for m in &all {
@@ -71,6 +80,9 @@ async fn status(ctx: &Context) -> Result<Code, Failure> {
             if let Some(note) = &m.note {
                 s.push_str(&format!("  {note}\n"));
             }
+        }
+        if drift {
+            s.push_str("drift: `migrate run` refuses over it where policy.refuse_migration_drift is set\n");
         }
         s.push_str(&format!(
             "{} applied, {pending} pending, {} edited, {} missing, {} unknown history in {} ({})\n",
@@ -83,7 +95,7 @@ async fn status(ctx: &Context) -> Result<Code, Failure> {
         ));
         s
     });
-    Ok(Code::Ok)
+    Ok(if drift { Code::CheckFailed } else { Code::Ok })
 }
 
 /// What `run` would apply: each pending migration's findings and SQL.
@@ -94,6 +106,20 @@ async fn plan(ctx: &Context) -> Result<Code, Failure> {
     let findings_of = |name: &str| linted.iter().find(|(n, _)| n == name).map(|(_, f)| f.as_slice());
     let refused = refused(&linted);
     let lint_runs = lints_before_run(ctx);
+    let locks_of = |name: &str| -> Vec<(usize, String, migration_locks::LockInfo)> {
+        migration_lint::statements(migrations::up_sql(name).unwrap_or_default())
+            .into_iter()
+            .map(|(line, _, written)| {
+                let lock = migration_locks::classify(&written);
+                (line, written, lock)
+            })
+            .collect()
+    };
+    let mut relations: Vec<String> =
+        pending.iter().flat_map(|n| locks_of(n)).filter_map(|(_, _, l)| l.relation).collect();
+    relations.sort();
+    relations.dedup();
+    let sizes = migrations::relation_sizes(&url, relations).await?;
     let steps: Vec<Value> = pending
         .iter()
         .map(|name| {
@@ -105,7 +131,22 @@ async fn plan(ctx: &Context) -> Result<Code, Failure> {
                         "allowed": f.allowed.is_some(), "reason": f.allowed, "refuses": f.refuses()})
                 })
                 .collect();
-            json!({"migration": name, "sql": migrations::up_sql(name), "findings": findings})
+            let phase = migration_lint::directives(migrations::up_sql(name).unwrap_or_default()).phase;
+            let statements: Vec<Value> = locks_of(name)
+                .into_iter()
+                .map(|(line, statement, lock)| {
+                    let size = lock.relation.as_ref().and_then(|r| sizes.iter().find(|s| &s.name == r));
+                    json!({"line": line, "statement": statement, "relation": lock.relation,
+                        "table": size.map(|s| &s.table), "lock": lock.lock.map(|l| l.as_str()),
+                        "blocks": lock.lock.map(|l| l.blocks()), "effect": lock.effect,
+                        "rewrites": lock.effect == migration_locks::Effect::Rewrite,
+                        "scans": lock.effect == migration_locks::Effect::Scan,
+                        "table_bytes": size.map(|s| s.total_bytes), "estimated_rows": size.and_then(|s| s.estimated_rows),
+                        "phase": phase})
+                })
+                .collect();
+            json!({"migration": name, "phase": phase, "sql": migrations::up_sql(name), "findings": findings,
+                "statements": statements})
         })
         .collect();
     let blocked = lint_runs && refused > 0;
@@ -118,7 +159,29 @@ async fn plan(ctx: &Context) -> Result<Code, Failure> {
         }
         let mut text = String::new();
         for name in &pending {
-            text += &format!("-- {name}\n");
+            let phase = migration_lint::directives(migrations::up_sql(name).unwrap_or_default()).phase;
+            text += &format!("-- {name}\n--   phase: {}\n", phase.as_str());
+            for (line, _, lock) in locks_of(name) {
+                let Some(mode) = lock.lock else { continue };
+                let relation = lock.relation.unwrap_or_default();
+                let size = match sizes.iter().find(|s| s.name == relation) {
+                    Some(s) => format!(
+                        "{} ({}, {})",
+                        s.table,
+                        human_bytes(s.total_bytes),
+                        s.estimated_rows
+                            .map(|r| format!("~{r} rows"))
+                            .unwrap_or_else(|| "rows unknown: never analyzed".into())
+                    ),
+                    None => format!("{relation} (not in the database yet)"),
+                };
+                text += &format!(
+                    "--   line {line}: {} on {size}; {}; blocks {}\n",
+                    mode.as_str(),
+                    lock.effect.as_str(),
+                    mode.blocks()
+                );
+            }
             for f in findings_of(name).unwrap_or_default() {
                 let verdict = match (&f.allowed, f.refuses()) {
                     (Some(_), _) => "allowed",
@@ -162,7 +225,12 @@ async fn lint_pending(ctx: &Context) -> Result<Code, Failure> {
 /// `run`: creates the database where allowed, refuses over drift where the
 /// policy says so, lints where it says so, confirms, then applies the pending
 /// migrations of `phase` and adopts unrecorded history.
-async fn apply(ctx: &Context, phase: PhaseArg, actor: Option<&str>) -> Result<Code, Failure> {
+async fn apply(
+    ctx: &Context,
+    phase: PhaseArg,
+    actor: Option<&str>,
+    wait: Option<std::time::Duration>,
+) -> Result<Code, Failure> {
     let (url, limits) = database(ctx)?;
     if ctx.config.settings.database.create_if_missing && migrations::create_database_if_missing(&url).await? {
         ctx.out.progress(0, "").println(format!("created database {}", url.database()));
@@ -177,6 +245,10 @@ async fn apply(ctx: &Context, phase: PhaseArg, actor: Option<&str>) -> Result<Co
         phase,
         refuse_drift: policy.refuse_migration_drift,
         build_version: env!("CARGO_PKG_VERSION").to_owned(),
+        retry: LockRetry::from(&ctx.config.settings.database),
+        lock_wait: Some(wait.unwrap_or_default()),
+        command: "atelier migrate run".into(),
+        on_wait: say_waits(ctx),
     };
     let all = migrations::status(&url).await?;
     let takes =
@@ -207,11 +279,16 @@ async fn apply(ctx: &Context, phase: PhaseArg, actor: Option<&str>) -> Result<Co
     }
     let report = match report {
         Ok(report) => report,
-        Err(RunError::Refused(why)) => return Err(Failure::new(Code::CheckFailed, why)),
+        Err(e @ RunError::Refused(_)) => return Err(Failure::new(Code::CheckFailed, e.to_string())),
+        Err(e @ RunError::Busy { .. }) => return Err(Failure::new(Code::Busy, e.to_string())),
+        Err(e @ (RunError::LockTimeout { .. } | RunError::InvalidIndex { .. })) => {
+            return Err(Failure::new(Code::Failure, e.to_string()));
+        }
         Err(RunError::Store(e)) => return Err(e.into()),
     };
     let doc = json!({"success": true, "data": {"env": ctx.env(), "phase": phase, "applied": report.applied,
-        "waiting": report.waiting, "adopted": report.adopted, "drift": report.drift}, "count": report.applied.len()});
+        "waiting": report.waiting, "adopted": report.adopted, "drift": report.drift, "lock_waits": report.waits},
+        "count": report.applied.len()});
     ctx.out.emit(&doc, || {
         let mut text = String::new();
         for m in &report.applied {
@@ -355,4 +432,82 @@ fn report_lint(ctx: &Context, linted: &Linted, which: &str) -> Code {
         text + &format!("{refused} of {} finding(s) refused in the {which} migrations ({})", rows.len(), ctx.env())
     });
     if refused == 0 { Code::Ok } else { Code::CheckFailed }
+}
+
+/// Says each lock-timeout wait on stderr as it starts (not with `-q`).
+fn say_waits(ctx: &Context) -> Option<WaitHook> {
+    (!ctx.out.is_quiet()).then(|| {
+        WaitHook(std::sync::Arc::new(|wait: &migrations::LockWait| crate::output::stderr(&format!("waiting: {wait}"))))
+    })
+}
+
+/// `1.2 MB` for a byte count.
+fn human_bytes(n: i64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let (mut v, mut u) = (n as f64, 0);
+    while v >= 1000.0 && u < units.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", units[u]) }
+}
+
+/// `new NAME`: writes `<dir>/<today>-<seq>_<name>/{up,down}.sql`, the
+/// sequence one more than the highest in `dir`.
+fn new(
+    ctx: &Context,
+    name: &str,
+    phase: PhaseArg,
+    no_transaction: bool,
+    dir: &std::path::Path,
+) -> Result<Code, Failure> {
+    let valid = !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.starts_with(|c: char| c.is_ascii_lowercase());
+    if !valid {
+        return Err(Failure::new(
+            Code::Usage,
+            format!(
+                "'{name}' is not a migration name: use lower-case letters, digits and underscores (add_sales_note)"
+            ),
+        ));
+    }
+    let fail = |what: String| Failure::new(Code::Failure, what);
+    let entries = std::fs::read_dir(dir).map_err(|e| fail(format!("cannot read {}: {e}", dir.display())))?;
+    // `2026-12-05-000034_name`: the six digits after the date.
+    let seq = entries
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter_map(|n| n.get(11..17).and_then(|d| d.parse::<u32>().ok()))
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let today = chrono::Utc::now().format("%Y-%m-%d");
+    let full = format!("{today}-{seq:06}_{name}");
+    let path = dir.join(&full);
+    std::fs::create_dir(&path).map_err(|e| fail(format!("cannot create {}: {e}", path.display())))?;
+    let phase = match phase {
+        PhaseArg::Expand => Phase::Expand,
+        PhaseArg::Contract => Phase::Contract,
+    };
+    let mut up = format!("-- {full}\n-- atelier:phase {}\n", phase.as_str());
+    up += match phase {
+        Phase::Expand => "-- expand: additive and backward compatible; the running version must keep working.\n",
+        Phase::Contract => {
+            "-- contract: removes what no running version reads; applied by `migrate run --phase contract`.\n"
+        }
+    };
+    if no_transaction {
+        up +=
+            "-- atelier:no-transaction\n-- one statement, run outside a transaction (CREATE INDEX CONCURRENTLY ...)\n";
+    }
+    up += "-- `atelier migrate lint <this file>` checks it; `atelier migrate plan` shows its locks.\n\n";
+    let down = format!("-- {full}: undo up.sql\n\n");
+    let (up_path, down_path) = (path.join("up.sql"), path.join("down.sql"));
+    std::fs::write(&up_path, up).map_err(|e| fail(format!("cannot write {}: {e}", up_path.display())))?;
+    std::fs::write(&down_path, down).map_err(|e| fail(format!("cannot write {}: {e}", down_path.display())))?;
+    let doc = json!({"success": true, "data": {"name": full, "phase": phase, "no_transaction": no_transaction,
+        "up": up_path, "down": down_path}});
+    ctx.out.emit(&doc, || format!("created {}\ncreated {}", up_path.display(), down_path.display()));
+    Ok(Code::Ok)
 }

@@ -16,7 +16,7 @@ use atelier_domain::events::Origin;
 use atelier_domain::rules::deployment::{self as rules, Counters, Reconcile, Slot};
 use atelier_domain::rules::migration_lint::Phase;
 use atelier_domain::store::deploy::{self, Deployment, NewDeployment};
-use atelier_domain::store::migrations::{self, Catalog, Limits, RunError, RunOptions};
+use atelier_domain::store::migrations::{self, Catalog, Limits, LockRetry, RunOptions};
 use atelier_domain::store::{DatabaseUrl, Db, canary};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -248,20 +248,14 @@ impl<'a> Engine<'a> {
             phase: Phase::Expand,
             refuse_drift: settings.policy.refuse_migration_drift,
             build_version: env!("CARGO_PKG_VERSION").to_owned(),
+            retry: LockRetry::from(&settings.database),
+            lock_wait: Some(self.settings.ready_timeout),
+            command: "atelier deploy".into(),
+            on_wait: None,
         };
-        let report = match migrations::apply(
-            &url,
-            Limits::from(&settings.database),
-            &Catalog::embedded(),
-            options,
-            |_| {},
-        )
-        .await
-        {
-            Ok(report) => report,
-            Err(RunError::Refused(why)) => return Err(why),
-            Err(RunError::Store(e)) => return Err(e.to_string()),
-        };
+        let limits = Limits::from(&settings.database);
+        let report =
+            migrations::apply(&url, limits, &Catalog::embedded(), options, |_| {}).await.map_err(|e| e.to_string())?;
         let names: Vec<String> = report.applied.iter().map(|m| m.name.clone()).collect();
         let mut conn = self.db.conn().await.map_err(|e| e.to_string())?;
         deploy::set_migrations(&mut conn, self.deployment_id, &names).await.map_err(|e| e.to_string())?;

@@ -29,7 +29,7 @@ pub fn owner(command: &str) -> Owner {
 /// The refusal when another command holds the lease.
 pub fn held_by(lease: &Lease) -> Failure {
     Failure::new(
-        Code::Locked,
+        Code::Busy,
         format!(
             "the deploy lock is held by {}; wait for it, or `atelier lock status` to see it (`atelier lock release` once you know its holder is gone)",
             lease.describe()

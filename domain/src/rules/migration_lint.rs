@@ -577,6 +577,13 @@ struct Statement {
     written: String,
 }
 
+/// The statements of `sql` (comments out, whitespace collapsed), each as
+/// (line it starts on, text upper-cased outside quotes, text as written):
+/// what `migration_locks` classifies.
+pub fn statements(sql: &str) -> Vec<(usize, String, String)> {
+    split(sql).into_iter().map(|s| (s.line, s.text, s.written)).collect()
+}
+
 /// The statements of `sql`, split on `;` outside quotes, comments and
 /// dollar-quoted bodies.
 fn split(sql: &str) -> Vec<Statement> {

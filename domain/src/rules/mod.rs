@@ -7,6 +7,7 @@ pub mod deployment;
 pub mod intent;
 pub mod migration_integrity;
 pub mod migration_lint;
+pub mod migration_locks;
 pub mod money;
 pub mod notifications;
 pub mod permissions;

@@ -1,7 +1,16 @@
 //! Schema migrations, embedded from `migrations/` into both binaries and run
 //! through diesel-async's connection wrapper (no diesel CLI, no libpq).
 //! Migrators serialize on a PostgreSQL advisory lock held on their one
-//! connection, and run with `lock_timeout` and `statement_timeout` set.
+//! connection, whose `application_name` names its owner (command, pid, host)
+//! so a second migrator says who holds it, and waits for it or gives up
+//! (`RunError::Busy`). Every statement runs with `lock_timeout` and
+//! `statement_timeout` set; a migration that hits the lock timeout is rolled
+//! back and retried with backoff and jitter (`LockRetry`), each wait naming
+//! the sessions that blocked it (a watcher on a second connection reads
+//! `pg_blocking_pids` while a statement runs). A `-- atelier:no-transaction`
+//! migration that leaves an INVALID index behind (a failed `CREATE INDEX
+//! CONCURRENTLY`) stops the run, naming it (`RunError::InvalidIndex`).
+//! `relation_sizes` gives `migrate plan` the live size of what a statement locks.
 //! Beside diesel's list of applied versions, our `atelier_migrations` table
 //! records what was applied (checksums, who, when, how long, phase), written
 //! on the migrator's connection right after each migration; `status`
@@ -24,6 +33,7 @@ use diesel_migrations::{EmbeddedMigrations, FileBasedMigrations, MigrationHarnes
 use serde::Serialize;
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations");
@@ -52,8 +62,9 @@ pub fn lint(names: Option<&[String]>) -> Vec<(String, Vec<crate::rules::migratio
         .collect()
 }
 
-/// The advisory lock key every migrator takes ("atelier_migrate").
-const MIGRATION_LOCK: i64 = 0x0061_7465_6c69_6572;
+/// The advisory lock key every migrator takes ("atelier_migrate"); its
+/// holder is found in `pg_locks` as classid = the high 32 bits, objid = the low.
+pub const MIGRATION_LOCK: i64 = 0x0061_7465_6c69_6572;
 
 type Wrapper = AsyncConnectionWrapper<AsyncPgConnection>;
 
@@ -145,6 +156,8 @@ pub struct Catalog {
 struct MigrationFile {
     migration: Box<dyn Migration<Pg>>,
     known: Known,
+    up: String,
+    no_transaction: bool,
 }
 
 impl Catalog {
@@ -156,6 +169,11 @@ impl Catalog {
     /// The migrations of `dir` (`<name>/up.sql`, `<name>/down.sql`), read at run time.
     pub fn from_dir(dir: impl Into<PathBuf>) -> Self {
         Catalog { dir: Some(dir.into()) }
+    }
+
+    /// The name and `up.sql` of each migration of the catalog, in order.
+    pub fn up_sqls(&self) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(self.files()?.into_iter().map(|f| (f.known.name, f.up)).collect())
     }
 
     fn files(&self) -> Result<Vec<MigrationFile>, StoreError> {
@@ -192,7 +210,7 @@ impl Catalog {
                 };
                 let migration: Box<dyn Migration<Pg>> =
                     if said.no_transaction { Box::new(OutsideTransaction(migration)) } else { migration };
-                Ok(MigrationFile { migration, known })
+                Ok(MigrationFile { migration, known, up, no_transaction: said.no_transaction })
             })
             .collect()
     }
@@ -240,7 +258,7 @@ pub async fn status(url: &DatabaseUrl) -> Result<Vec<MigrationInfo>, StoreError>
 /// `status` against the migrations of `catalog`.
 pub async fn status_of(url: &DatabaseUrl, catalog: &Catalog) -> Result<Vec<MigrationInfo>, StoreError> {
     let catalog = catalog.clone();
-    blocking(url, None, move |conn| {
+    blocking(url, move |conn| {
         let files = catalog.files()?;
         Ok(verdicts(conn, &files)?.into_iter().map(MigrationInfo::from_verdict).collect())
     })
@@ -267,18 +285,142 @@ pub struct RunOptions {
     pub refuse_drift: bool,
     /// This build's version, for the contract gate.
     pub build_version: String,
+    /// How a migration that hits the lock timeout is retried.
+    pub retry: LockRetry,
+    /// How long to wait for the migration lock another migrator holds:
+    /// None waits as long as it takes (saying who holds it every few
+    /// seconds); `Some(d)` gives up after `d` with `RunError::Busy`.
+    pub lock_wait: Option<Duration>,
+    /// What this migrator is, recorded as its owner of the migration lock
+    /// (with the pid and host): `atelier migrate run`, `atelierd`.
+    pub command: String,
+    /// Hears of each lock-timeout wait as it starts (besides the log).
+    pub on_wait: Option<WaitHook>,
 }
 
 impl RunOptions {
-    /// Expand migrations, no refusal, this build: what the daemon's
-    /// auto-migrate and the test template use.
+    /// Expand migrations, no refusal, this build, waiting for the migration
+    /// lock: what the daemon's auto-migrate and the test template use.
     pub fn lenient(actor: &str) -> Self {
         RunOptions {
             actor: actor.to_owned(),
             phase: Phase::Expand,
             refuse_drift: false,
             build_version: env!("CARGO_PKG_VERSION").to_owned(),
+            retry: LockRetry::default(),
+            lock_wait: None,
+            command: "atelier".to_owned(),
+            on_wait: None,
         }
+    }
+}
+
+/// How a migration whose statement hit `lock_timeout` is retried: up to
+/// `retries` times, the n-th after `delay` x 2^(n-1) (capped at 30 s),
+/// jittered down to half of that, so two blocked migrators do not retry in step.
+#[derive(Debug, Clone, Copy)]
+pub struct LockRetry {
+    pub retries: u32,
+    pub delay: Duration,
+}
+
+impl Default for LockRetry {
+    fn default() -> Self {
+        LockRetry { retries: 10, delay: Duration::from_millis(500) }
+    }
+}
+
+impl From<&crate::config::DatabaseSettings> for LockRetry {
+    fn from(s: &crate::config::DatabaseSettings) -> Self {
+        LockRetry { retries: s.migration_lock_retries, delay: s.migration_retry_delay }
+    }
+}
+
+impl LockRetry {
+    /// The wait before retry `n` (1-based), jittered.
+    pub fn backoff(&self, n: u32) -> Duration {
+        let full = self.delay.saturating_mul(1u32 << n.saturating_sub(1).min(16)).min(Duration::from_secs(30));
+        full.mul_f64(0.5 + rand::random::<f64>() / 2.0)
+    }
+}
+
+/// A session that held a lock a migration's statement waited for (from
+/// `pg_blocking_pids`). `query` is the first line of its current or last
+/// statement, cut at 200 characters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Blocker {
+    pub pid: i32,
+    pub application_name: String,
+    pub state: String,
+    pub query_start: Option<String>,
+    pub query: String,
+}
+
+impl std::fmt::Display for Blocker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let app = if self.application_name.is_empty() { "(no application_name)" } else { &self.application_name };
+        write!(f, "pid {} {app}, {}", self.pid, if self.state.is_empty() { "?" } else { &self.state })?;
+        if let Some(at) = &self.query_start {
+            write!(f, " since {at}")?;
+        }
+        write!(f, ": {}", self.query)
+    }
+}
+
+/// One wait after a lock timeout: the migration, which retry comes next (of
+/// how many), after how long, and who blocked it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LockWait {
+    pub migration: String,
+    pub retry: u32,
+    pub retries: u32,
+    pub retry_in_ms: u64,
+    pub blockers: Vec<Blocker>,
+}
+
+impl std::fmt::Display for LockWait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} hit the lock timeout (rolled back); retry {} of {} in {} ms; blocked by: ",
+            self.migration, self.retry, self.retries, self.retry_in_ms
+        )?;
+        if self.blockers.is_empty() {
+            f.write_str("(the blocking session ended before it was seen)")
+        } else {
+            let all: Vec<String> = self.blockers.iter().map(ToString::to_string).collect();
+            f.write_str(&all.join("; "))
+        }
+    }
+}
+
+/// A callback for each `LockWait`.
+#[derive(Clone)]
+pub struct WaitHook(pub Arc<dyn Fn(&LockWait) + Send + Sync>);
+
+impl std::fmt::Debug for WaitHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WaitHook")
+    }
+}
+
+/// The session holding the migration lock, as `pg_stat_activity` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LockOwner {
+    /// Its server process.
+    pub backend_pid: i32,
+    /// What it said it is: `atelier migrate run pid 4242 on build-7`.
+    pub application_name: String,
+    /// Its client's address (`local` over a unix socket).
+    pub client: String,
+    /// When it connected.
+    pub since: String,
+}
+
+impl std::fmt::Display for LockOwner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let app = if self.application_name.is_empty() { "(no application_name)" } else { &self.application_name };
+        write!(f, "{app} (server pid {}, from {}, connected {})", self.backend_pid, self.client, self.since)
     }
 }
 
@@ -292,6 +434,8 @@ pub struct RunReport {
     pub adopted: Vec<MigrationInfo>,
     /// Edited or missing, left as they are (where the policy does not refuse).
     pub drift: Vec<MigrationInfo>,
+    /// Each wait after a lock timeout, in order.
+    pub waits: Vec<LockWait>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -299,8 +443,42 @@ pub enum RunError {
     /// Nothing applied: the reason names the migration or the slot.
     #[error("{0}")]
     Refused(String),
+    /// Another migrator holds the migration lock (nothing applied).
+    #[error(
+        "nothing applied: the migration lock is held by {}; waited {} ms (`--wait DURATION` waits longer)",
+        owner.as_ref().map(ToString::to_string).unwrap_or_else(|| "another migrator (gone as we looked)".into()),
+        waited.as_millis()
+    )]
+    Busy { owner: Option<LockOwner>, waited: Duration },
+    /// A migration hit the lock timeout on every attempt: it is rolled back,
+    /// the ones before it stay applied.
+    #[error(
+        "migration {migration} was rolled back: it hit the lock timeout {attempts} time(s); blocked by: {}",
+        if blockers.is_empty() { "(not seen)".to_string() } else {
+            blockers.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+        }
+    )]
+    LockTimeout { migration: String, attempts: u32, blockers: Vec<Blocker> },
+    /// A `-- atelier:no-transaction` migration left an INVALID index (a
+    /// failed `CREATE INDEX CONCURRENTLY`): PostgreSQL keeps it, maintains it
+    /// on every write, and never uses it.
+    #[error(
+        "migration {migration} left the index {index} on {table} INVALID{}: drop it \
+         (DROP INDEX CONCURRENTLY {index};) and run the migration again",
+        cause.as_ref().map(|c| format!(" ({c})")).unwrap_or_default()
+    )]
+    InvalidIndex { migration: String, index: String, table: String, cause: Option<String> },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl RunError {
+    fn into_store(self) -> StoreError {
+        match self {
+            RunError::Store(e) => e,
+            other => StoreError::Conflict(other.to_string()),
+        }
+    }
 }
 
 /// Applies every pending embedded expand migration with lenient options
@@ -310,10 +488,10 @@ pub async fn run(
     limits: Limits,
     on_applied: impl FnMut(&MigrationInfo) + Send + 'static,
 ) -> Result<Vec<MigrationInfo>, StoreError> {
-    match apply(url, limits, &Catalog::embedded(), RunOptions::lenient(&actor(None)), on_applied).await {
+    let options = RunOptions { command: "atelierd".into(), ..RunOptions::lenient(&actor(None)) };
+    match apply(url, limits, &Catalog::embedded(), options, on_applied).await {
         Ok(report) => Ok(report.applied),
-        Err(RunError::Store(e)) => Err(e),
-        Err(RunError::Refused(why)) => Err(StoreError::Conflict(why)),
+        Err(e) => Err(e.into_store()),
     }
 }
 
@@ -332,7 +510,9 @@ pub async fn apply(
     mut on_applied: impl FnMut(&MigrationInfo) + Send + 'static,
 ) -> Result<RunReport, RunError> {
     let catalog = catalog.clone();
-    blocking_run(url, limits, move |conn| {
+    let lock = LockSpec { limits, wait: options.lock_wait, command: options.command.clone() };
+    let url_for_watch = url.clone();
+    blocking_run(url, lock, move |conn| {
         let files = catalog.files()?;
         let verdicts = verdicts(conn, &files)?;
         let drift: Vec<&Verdict> = verdicts.iter().filter(|v| v.is_drift()).collect();
@@ -372,9 +552,51 @@ pub async fn apply(
         // Applied in this run before the record table exists (a fresh
         // database): recorded as soon as it does.
         let mut unrecorded: Vec<(&Known, i64)> = Vec::new();
+        let mut watcher = (!take.is_empty()).then(|| Watcher::start(url_for_watch, conn, limits.lock_timeout));
         for f in take {
             let started = Instant::now();
-            conn.run_migration(&*f.migration).map_err(|e| migration_failed(&f.known.name, e))?;
+            let mut retry = 0;
+            loop {
+                if let Some(w) = watcher.as_mut() {
+                    w.arm();
+                }
+                let result = conn.run_migration(&*f.migration);
+                let blockers = watcher.as_mut().map(Watcher::disarm).unwrap_or_default();
+                if f.no_transaction {
+                    let cause = result.as_ref().err().map(|e| e.to_string());
+                    if let Some((index, table)) = invalid_index(conn, &f.up)? {
+                        return Err(RunError::InvalidIndex { migration: f.known.name.clone(), index, table, cause });
+                    }
+                }
+                match result {
+                    Ok(_) => break,
+                    Err(e) if is_lock_timeout(&*e) && retry < options.retry.retries => {
+                        retry += 1;
+                        let pause = options.retry.backoff(retry);
+                        let wait = LockWait {
+                            migration: f.known.name.clone(),
+                            retry,
+                            retries: options.retry.retries,
+                            retry_in_ms: pause.as_millis() as u64,
+                            blockers,
+                        };
+                        tracing::warn!(migration = %wait.migration, retry, "{wait}");
+                        if let Some(hook) = &options.on_wait {
+                            (hook.0)(&wait);
+                        }
+                        report.waits.push(wait);
+                        std::thread::sleep(pause);
+                    }
+                    Err(e) if is_lock_timeout(&*e) => {
+                        return Err(RunError::LockTimeout {
+                            migration: f.known.name.clone(),
+                            attempts: retry + 1,
+                            blockers,
+                        });
+                    }
+                    Err(e) => return Err(migration_failed(&f.known.name, e).into()),
+                }
+            }
             unrecorded.push((&f.known, started.elapsed().as_millis() as i64));
             if table_exists(conn, "atelier_migrations")? {
                 for (known, ms) in unrecorded.drain(..) {
@@ -387,6 +609,7 @@ pub async fn apply(
             on_applied(&info);
             report.applied.push(info);
         }
+        drop(watcher.take());
         if table_exists(conn, "atelier_migrations")? {
             for v in verdicts.iter().filter(|v| v.state == State::UnknownHistory) {
                 if let Some(f) = files.iter().find(|f| f.known.version == v.version) {
@@ -445,7 +668,8 @@ pub async fn rollback(
     steps: usize,
     mut on_reverted: impl FnMut(&MigrationInfo) + Send + 'static,
 ) -> Result<Vec<MigrationInfo>, StoreError> {
-    let run = blocking_run(url, limits, move |conn| {
+    let lock = LockSpec { limits, wait: None, command: "atelier migrate rollback".into() };
+    let run = blocking_run(url, lock, move |conn| {
         let files = Catalog::embedded().files()?;
         let mut done = Vec::new();
         for _ in 0..steps {
@@ -482,10 +706,7 @@ pub async fn rollback(
         Ok(done)
     })
     .await;
-    run.map_err(|e| match e {
-        RunError::Store(e) => e,
-        RunError::Refused(why) => StoreError::Conflict(why),
-    })
+    run.map_err(RunError::into_store)
 }
 
 /// One migration `repair` re-recorded.
@@ -512,7 +733,8 @@ pub async fn repairable(url: &DatabaseUrl) -> Result<Vec<MigrationInfo>, StoreEr
 /// Missing migrations are left: this build has no file to checksum.
 pub async fn repair(url: &DatabaseUrl, limits: Limits, actor: &str) -> Result<Vec<Repaired>, StoreError> {
     let actor = actor.to_owned();
-    let run = blocking_run(url, limits, move |conn| {
+    let lock = LockSpec { limits, wait: None, command: "atelier migrate repair".into() };
+    let run = blocking_run(url, lock, move |conn| {
         if !table_exists(conn, "atelier_migrations")? {
             return Err(RunError::Refused(
                 "nothing recorded yet: `atelier migrate run` creates the record and adopts what is applied".into(),
@@ -566,10 +788,7 @@ pub async fn repair(url: &DatabaseUrl, limits: Limits, actor: &str) -> Result<Ve
         Ok(result?)
     })
     .await;
-    run.map_err(|e| match e {
-        RunError::Store(e) => e,
-        RunError::Refused(why) => StoreError::Conflict(why),
-    })
+    run.map_err(RunError::into_store)
 }
 
 /// Who applies: `actor` (or `$USER`, `$LOGNAME`, else "unknown") at this host.
@@ -701,7 +920,7 @@ pub async fn create_database_if_missing(url: &DatabaseUrl) -> Result<bool, Store
         one: i32,
     }
     let name = url.database().to_owned();
-    blocking(&url.maintenance(), None, move |conn| -> Result<bool, StoreError> {
+    blocking(&url.maintenance(), move |conn| -> Result<bool, StoreError> {
         let found: Vec<Found> = diesel::sql_query("SELECT 1 AS one FROM pg_database WHERE datname = $1")
             .bind::<Text, _>(&name)
             .load(conn)?;
@@ -727,33 +946,331 @@ fn migration_failed(name: &str, e: Box<dyn std::error::Error + Send + Sync>) -> 
     StoreError::Conflict(format!("migration {name} failed and was rolled back: {e}"))
 }
 
+/// Whether a migration failed on `lock_timeout` (SQLSTATE 55P03, "canceling
+/// statement due to lock timeout"): rolled back, worth retrying.
+fn is_lock_timeout(e: &(dyn std::error::Error + Send + Sync)) -> bool {
+    e.to_string().contains("due to lock timeout")
+}
+
+/// The first INVALID index in this database's schemas whose name `up_sql`
+/// mentions: (index, table).
+fn invalid_index(conn: &mut Wrapper, up_sql: &str) -> Result<Option<(String, String)>, StoreError> {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Text)]
+        index: String,
+        #[diesel(sql_type = Text)]
+        table_name: String,
+    }
+    let rows: Vec<Row> = diesel::sql_query(
+        "SELECT c.relname::text AS index, t.relname::text AS table_name FROM pg_index i \
+         JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_class t ON t.oid = i.indrelid \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE NOT i.indisvalid AND n.nspname = ANY (current_schemas(false)) ORDER BY c.relname",
+    )
+    .load(conn)?;
+    let sql = up_sql.to_lowercase();
+    let named = |name: &str| {
+        sql.match_indices(name).any(|(at, _)| {
+            let before = sql[..at].chars().next_back();
+            let after = sql[at + name.len()..].chars().next();
+            let ident = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+            !ident(before) && !ident(after)
+        })
+    };
+    Ok(rows.into_iter().find(|r| named(&r.index.to_lowercase())).map(|r| (r.index, r.table_name)))
+}
+
+/// The live size of a relation a statement locks (`pg_class`).
+#[derive(Debug, Clone, Serialize)]
+pub struct RelationSize {
+    /// As the statement names it.
+    pub name: String,
+    /// The table: the relation itself, or the table of an index.
+    pub table: String,
+    /// The table with its indexes and TOAST (`pg_total_relation_size`).
+    pub total_bytes: i64,
+    /// `pg_class.reltuples`; None when the table was never analyzed.
+    pub estimated_rows: Option<i64>,
+}
+
+/// The size of each relation of `names` that exists (in the search path), in order.
+pub async fn relation_sizes(url: &DatabaseUrl, names: Vec<String>) -> Result<Vec<RelationSize>, StoreError> {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Text)]
+        table_name: String,
+        #[diesel(sql_type = BigInt)]
+        total_bytes: i64,
+        #[diesel(sql_type = BigInt)]
+        estimated_rows: i64,
+    }
+    blocking(url, move |conn| {
+        let mut out = Vec::new();
+        for name in names {
+            let rows: Vec<Row> = diesel::sql_query(
+                "SELECT t.relname::text AS table_name, pg_total_relation_size(t.oid) AS total_bytes, \
+                 t.reltuples::bigint AS estimated_rows FROM pg_class c \
+                 LEFT JOIN pg_index i ON i.indexrelid = c.oid \
+                 JOIN pg_class t ON t.oid = COALESCE(i.indrelid, c.oid) WHERE c.oid = to_regclass($1)",
+            )
+            .bind::<Text, _>(&name)
+            .load(conn)?;
+            if let Some(r) = rows.into_iter().next() {
+                out.push(RelationSize {
+                    name,
+                    table: r.table_name,
+                    total_bytes: r.total_bytes,
+                    estimated_rows: (r.estimated_rows >= 0).then_some(r.estimated_rows),
+                });
+            }
+        }
+        Ok(out)
+    })
+    .await
+}
+
+/// Who is asking for the migration lock, and how patiently.
+struct LockSpec {
+    limits: Limits,
+    wait: Option<Duration>,
+    /// `atelier migrate run`, `atelierd`: with the pid and host, the owner's name.
+    command: String,
+}
+
+/// What a migrator's session calls itself (`application_name`, at most 63
+/// bytes): the command, this process's pid and the host.
+fn owner_name(command: &str) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown-host".into());
+    let mut name = format!("{command} pid {} on {host}", std::process::id());
+    name.retain(|c| c.is_ascii() && !c.is_ascii_control());
+    name.truncate(63);
+    name
+}
+
+/// The session holding the migration lock in this database, if any.
+fn lock_owner(conn: &mut Wrapper) -> Result<Option<LockOwner>, StoreError> {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        pid: i32,
+        #[diesel(sql_type = Text)]
+        application_name: String,
+        #[diesel(sql_type = Text)]
+        client: String,
+        #[diesel(sql_type = Text)]
+        since: String,
+    }
+    let (hi, lo) = ((MIGRATION_LOCK >> 32) as u32, (MIGRATION_LOCK & 0xffff_ffff) as u32);
+    let rows: Vec<Row> = diesel::sql_query(format!(
+        "SELECT a.pid, COALESCE(a.application_name, '') AS application_name, \
+         COALESCE(host(a.client_addr), 'local') AS client, COALESCE(to_json(a.backend_start) #>> '{{}}', '') AS since \
+         FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+         WHERE l.locktype = 'advisory' AND l.granted AND l.classid = {hi}::oid AND l.objid = {lo}::oid \
+         AND l.objsubid = 1 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    ))
+    .load(conn)?;
+    Ok(rows.into_iter().next().map(|r| LockOwner {
+        backend_pid: r.pid,
+        application_name: r.application_name,
+        client: r.client,
+        since: r.since,
+    }))
+}
+
+/// Takes the migration lock on `conn`, naming this session its owner first;
+/// while another holds it, waits per `spec.wait`, saying who holds it.
+fn take_lock(conn: &mut Wrapper, spec: &LockSpec) -> Result<(), RunError> {
+    #[derive(diesel::QueryableByName)]
+    struct Locked {
+        #[diesel(sql_type = Bool)]
+        locked: bool,
+    }
+    diesel::sql_query("SELECT set_config('application_name', $1, false)")
+        .bind::<Text, _>(owner_name(&spec.command))
+        .execute(conn)
+        .map_err(StoreError::from)?;
+    let started = Instant::now();
+    let mut said = None::<Instant>;
+    loop {
+        let l: Locked = diesel::sql_query(format!("SELECT pg_try_advisory_lock({MIGRATION_LOCK}) AS locked"))
+            .get_result(conn)
+            .map_err(StoreError::from)?;
+        if l.locked {
+            return Ok(());
+        }
+        let owner = lock_owner(conn)?;
+        let waited = started.elapsed();
+        if spec.wait.is_some_and(|w| waited >= w) {
+            return Err(RunError::Busy { owner, waited });
+        }
+        if said.is_none_or(|at| at.elapsed() >= Duration::from_secs(5)) {
+            let who = owner.as_ref().map(ToString::to_string).unwrap_or_else(|| "another migrator".into());
+            tracing::warn!("waiting for the migration lock, held by {who}");
+            said = Some(Instant::now());
+        }
+        let left = spec.wait.map(|w| w.saturating_sub(waited)).unwrap_or(Duration::MAX);
+        std::thread::sleep(left.min(Duration::from_millis(200)));
+    }
+}
+
+/// Watches, from a second connection, which sessions block the migrator's
+/// statement while it runs (`pg_blocking_pids`). It connects only once a
+/// statement has run a while, so a quick migration costs nothing.
+struct Watcher {
+    shared: Arc<(Mutex<Watch>, Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct Watch {
+    armed_at: Option<Instant>,
+    epoch: u64,
+    stop: bool,
+    seen: Vec<Blocker>,
+}
+
+impl Watcher {
+    fn start(url: DatabaseUrl, conn: &mut Wrapper, lock_timeout: Duration) -> Watcher {
+        #[derive(diesel::QueryableByName)]
+        struct Pid {
+            #[diesel(sql_type = diesel::sql_types::Integer)]
+            pid: i32,
+        }
+        let pid = diesel::sql_query("SELECT pg_backend_pid() AS pid").get_result::<Pid>(conn).map(|p| p.pid).ok();
+        let shared = Arc::new((Mutex::new(Watch::default()), Condvar::new()));
+        let delay = (lock_timeout / 4).min(Duration::from_millis(500));
+        let every = (lock_timeout / 4).clamp(Duration::from_millis(20), Duration::from_millis(200));
+        let inner = shared.clone();
+        let thread = pid.map(|pid| std::thread::spawn(move || watch(url, pid, inner, delay, every)));
+        Watcher { shared, thread }
+    }
+
+    fn arm(&mut self) {
+        let (m, cv) = &*self.shared;
+        let mut w = m.lock().unwrap_or_else(|e| e.into_inner());
+        w.armed_at = Some(Instant::now());
+        w.epoch += 1;
+        w.seen.clear();
+        cv.notify_all();
+    }
+
+    fn disarm(&mut self) -> Vec<Blocker> {
+        let (m, cv) = &*self.shared;
+        let mut w = m.lock().unwrap_or_else(|e| e.into_inner());
+        w.armed_at = None;
+        w.epoch += 1;
+        cv.notify_all();
+        std::mem::take(&mut w.seen)
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        {
+            let (m, cv) = &*self.shared;
+            m.lock().unwrap_or_else(|e| e.into_inner()).stop = true;
+            cv.notify_all();
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The watcher's loop: while armed for longer than `delay`, every `every`,
+/// records the sessions blocking `pid`.
+fn watch(url: DatabaseUrl, pid: i32, shared: Arc<(Mutex<Watch>, Condvar)>, delay: Duration, every: Duration) {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        pid: i32,
+        #[diesel(sql_type = Text)]
+        application_name: String,
+        #[diesel(sql_type = Text)]
+        state: String,
+        #[diesel(sql_type = Nullable<Text>)]
+        query_start: Option<String>,
+        #[diesel(sql_type = Text)]
+        query: String,
+    }
+    let (m, cv) = &*shared;
+    let mut conn: Option<Wrapper> = None;
+    loop {
+        let epoch = {
+            let mut w = m.lock().unwrap_or_else(|e| e.into_inner());
+            loop {
+                if w.stop {
+                    return;
+                }
+                match w.armed_at {
+                    None => w = cv.wait(w).unwrap_or_else(|e| e.into_inner()),
+                    Some(at) if at.elapsed() < delay => {
+                        w = cv.wait_timeout(w, delay - at.elapsed()).unwrap_or_else(|e| e.into_inner()).0
+                    }
+                    Some(_) => break w.epoch,
+                }
+            }
+        };
+        if conn.is_none() {
+            match Wrapper::establish(&url.expose()) {
+                Ok(mut c) => {
+                    let _ =
+                        diesel::sql_query("SET application_name = 'atelier migrate (lock watcher)'").execute(&mut c);
+                    conn = Some(c);
+                }
+                Err(e) => tracing::debug!("lock watcher cannot connect: {e}"),
+            }
+        }
+        let rows: Vec<Row> = conn
+            .as_mut()
+            .and_then(|c| {
+                diesel::sql_query(
+                    "SELECT pid, COALESCE(application_name, '') AS application_name, COALESCE(state, '') AS state, \
+                     to_json(query_start) #>> '{}' AS query_start, \
+                     left(split_part(COALESCE(query, ''), E'\\n', 1), 200) AS query \
+                     FROM pg_stat_activity WHERE pid = ANY (pg_blocking_pids($1)) ORDER BY pid",
+                )
+                .bind::<diesel::sql_types::Integer, _>(pid)
+                .load(c)
+                .map_err(|e| tracing::debug!("lock watcher query failed: {e}"))
+                .ok()
+            })
+            .unwrap_or_default();
+        let mut w = m.lock().unwrap_or_else(|e| e.into_inner());
+        if w.epoch == epoch {
+            for r in rows {
+                if !w.seen.iter().any(|b| b.pid == r.pid) {
+                    w.seen.push(Blocker {
+                        pid: r.pid,
+                        application_name: r.application_name,
+                        state: r.state,
+                        query_start: r.query_start,
+                        query: r.query.trim().to_owned(),
+                    });
+                }
+            }
+        }
+        if !w.stop && w.epoch == epoch {
+            let _ = cv.wait_timeout(w, every);
+        }
+    }
+}
+
 /// Runs `f` on a fresh wrapped connection in a blocking thread (the harness
-/// is synchronous). With `limits`, takes the migration lock first.
+/// is synchronous).
 async fn blocking<T: Send + 'static, E: From<StoreError> + Send + 'static>(
     url: &DatabaseUrl,
-    limits: Option<Limits>,
     f: impl FnOnce(&mut Wrapper) -> Result<T, E> + Send + 'static,
 ) -> Result<T, E> {
     let url = url.clone();
     tokio::task::spawn_blocking(move || {
-        let started = std::time::Instant::now();
-        tracing::debug!("connecting to {url}");
-        let mut conn = Wrapper::establish(&url.expose())
-            .map_err(|e| StoreError::Unavailable(format!("cannot connect to {url}: {e}")))?;
-        tracing::debug!(elapsed_ms = started.elapsed().as_millis(), "connected to {url}");
-        if let Some(limits) = limits {
-            // Session-level: held until this connection closes, whatever happens.
-            // Taken before the timeouts are set, so a second migrator waits its turn.
-            diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
-                .execute(&mut conn)
-                .map_err(StoreError::from)?;
-            diesel::sql_query(format!("SET lock_timeout = {}", limits.lock_timeout.as_millis().max(1)))
-                .execute(&mut conn)
-                .map_err(StoreError::from)?;
-            diesel::sql_query(format!("SET statement_timeout = {}", limits.statement_timeout.as_millis().max(1)))
-                .execute(&mut conn)
-                .map_err(StoreError::from)?;
-        }
+        let mut conn = connect(&url)?;
         let started = std::time::Instant::now();
         let done = f(&mut conn);
         tracing::debug!(elapsed_ms = started.elapsed().as_millis(), ok = done.is_ok(), "migration queries on {url}");
@@ -763,11 +1280,39 @@ async fn blocking<T: Send + 'static, E: From<StoreError> + Send + 'static>(
     .map_err(|e| StoreError::Unavailable(format!("migration task failed: {e}")))?
 }
 
-/// `blocking` under the migration lock, for changes.
+fn connect(url: &DatabaseUrl) -> Result<Wrapper, StoreError> {
+    let started = std::time::Instant::now();
+    tracing::debug!("connecting to {url}");
+    let conn = Wrapper::establish(&url.expose())
+        .map_err(|e| StoreError::Unavailable(format!("cannot connect to {url}: {e}")))?;
+    tracing::debug!(elapsed_ms = started.elapsed().as_millis(), "connected to {url}");
+    Ok(conn)
+}
+
+/// `blocking` under the migration lock, for changes: the lock (session-level,
+/// held until this connection closes, whatever happens) first, then the
+/// timeouts, so waiting for the lock is not cut short by them.
 async fn blocking_run<T: Send + 'static>(
     url: &DatabaseUrl,
-    limits: Limits,
+    lock: LockSpec,
     f: impl FnOnce(&mut Wrapper) -> Result<T, RunError> + Send + 'static,
 ) -> Result<T, RunError> {
-    blocking(url, Some(limits), f).await
+    let url = url.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = connect(&url)?;
+        take_lock(&mut conn, &lock)?;
+        let limits = lock.limits;
+        for sql in [
+            format!("SET lock_timeout = {}", limits.lock_timeout.as_millis().max(1)),
+            format!("SET statement_timeout = {}", limits.statement_timeout.as_millis().max(1)),
+        ] {
+            diesel::sql_query(sql).execute(&mut conn).map_err(StoreError::from)?;
+        }
+        let started = std::time::Instant::now();
+        let done = f(&mut conn);
+        tracing::debug!(elapsed_ms = started.elapsed().as_millis(), ok = done.is_ok(), "migration queries on {url}");
+        done
+    })
+    .await
+    .map_err(|e| RunError::Store(StoreError::Unavailable(format!("migration task failed: {e}"))))?
 }
