@@ -270,7 +270,7 @@ async fn apply(
         ctx.confirm(&format!("Apply {} migration(s) to {}", pending.len(), url.database()))?;
     }
     // The deploy lock: refused while a deploy, a rollback or a maintenance window holds it.
-    let lease = crate::deploy::lease::Held::take_if_ready(ctx, "atelier migrate run").await?;
+    let lease = crate::deploy::lease::Held::take_if_ready(ctx, "atelier migrate run", wait.unwrap_or_default()).await?;
     let bar = ctx.out.progress(pending.len() as u64, "migrating");
     let report = migrations::apply(&url, limits, &Catalog::embedded(), options, on_each(&bar, "applied")).await;
     bar.finish_and_clear();

@@ -85,15 +85,28 @@ impl Held {
     }
 
     /// Takes the lease for `command` where the database has its table (a
-    /// database not yet migrated to it has nothing to lock against).
-    pub async fn take_if_ready(ctx: &crate::context::Context, command: &str) -> Result<Option<Held>, Failure> {
+    /// database not yet migrated to it has nothing to lock against), trying
+    /// again each second for up to `wait` while another command holds it.
+    pub async fn take_if_ready(
+        ctx: &crate::context::Context,
+        command: &str,
+        wait: std::time::Duration,
+    ) -> Result<Option<Held>, Failure> {
         let db = Db::new(ctx.database_url()?, 2, ctx.config.settings.database.connect_timeout)?;
         let mut conn = db.conn().await?;
         if !deploy::lease_table_exists(&mut conn).await? {
             return Ok(None);
         }
         drop(conn);
-        Ok(Some(Held::take(&db, command, &ctx.config.settings.deploy).await?))
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match Held::take(&db, command, &ctx.config.settings.deploy).await {
+                Err(f) if f.code == Code::Busy && std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+                other => return other.map(Some),
+            }
+        }
     }
 
     /// Whether another command took the lease over (this one stopped heartbeating too long).
