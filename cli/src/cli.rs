@@ -91,7 +91,15 @@ topology drifted.")]
 #[derive(Debug, ClapArgs)]
 #[command(after_help = "Asks <URL>/version (it must name VERSION and this environment) and <URL>/ready \
 (database migrated and reachable; broker and consumers up where events run). A pipeline runs \
-`atelier --env staging gate --expect-version \"$V\" --wait 5m` before it deploys V to production.")]
+`atelier --env staging gate --expect-version \"$V\" --wait 5m` before it deploys V to production.
+
+With --deployment, also: deployed (V's successful deployment is recorded), soak (--min-soak), \
+dead_letters (since it, --max-dead-letters), retry_rate and 5xx_ratio (the live atelierd's /metrics), \
+canary (a system.ping round trip now).
+
+Examples:
+  atelier --env staging gate --expect-version 1.4.0 --wait 5m
+  atelier --env staging gate --expect-version 1.4.0 --deployment --min-soak 30m --output json")]
 pub struct GateArgs {
     /// The version atelierd must run (as its /version says, e.g. 0.1.0).
     #[arg(long, value_name = "VERSION")]
@@ -102,6 +110,19 @@ pub struct GateArgs {
     /// Look again every 2 s until healthy or this long has passed (e.g. 5m). Default: one look.
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     pub wait: Option<humantime::Duration>,
+    /// Also check VERSION's deployment here: deployed successfully (`atelier deploy`), soaked, dead
+    /// letters since, retry rate and 5xx ratio (the live atelierd's /metrics), a canary round trip now.
+    #[arg(long)]
+    pub deployment: bool,
+    /// With --deployment (implied): VERSION has run here at least this long. Default: deploy.min_soak.
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub min_soak: Option<humantime::Duration>,
+    /// With --deployment (implied): at most this many dead letters since. Default: deploy.max_dead_letters.
+    #[arg(long, value_name = "N")]
+    pub max_dead_letters: Option<u64>,
+    /// With --deployment: at most this share of deliveries sent to a retry (0.05 = 5%).
+    #[arg(long, value_name = "RATIO", default_value_t = 0.05)]
+    pub max_retry_rate: f64,
 }
 
 #[derive(Debug, ClapArgs)]

@@ -715,6 +715,19 @@ fn two_environments(staging_db: &str) -> PathBuf {
 async fn production_refuses_a_version_staging_has_not_passed_and_asks_for_confirmation() {
     let staging = Stage::new(&[]).await;
     staging.expect(&staging.deploy("1.0.0"), 0);
+    // Staging's gate on the deployment, each its own check.
+    let gate = |extra: &[&str]| {
+        let mut args = vec!["gate", "--url", staging.proxy.as_str(), "--deployment"];
+        args.extend(extra);
+        staging.run(&args)
+    };
+    let passed = staging.expect(&gate(&["--expect-version", "1.0.0", "--min-soak", "0s"]), 0);
+    let names: Vec<&str> =
+        passed["data"]["checks"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["version", "ready", "deployed", "soak", "dead_letters", "retry_rate", "5xx_ratio", "canary"]);
+    let young = staging.expect(&gate(&["--expect-version", "1.0.0", "--min-soak", "1h"]), 5);
+    let soak = young["data"]["checks"].as_array().unwrap().iter().find(|c| c["name"] == "soak").unwrap().clone();
+    assert_eq!(soak["ok"], false, "{young}");
     let dir = two_environments(&staging.db.url().expose());
     let production = Stage::of("prd", Some(&dir), &[]).await;
 

@@ -54,6 +54,8 @@ pub struct Counters {
     pub dead_lettered: u64,
     /// Deliveries this process sent to a retry level.
     pub retried: u64,
+    /// Deliveries this process took from its queues.
+    pub consumed: u64,
 }
 
 /// Sums the counters out of Prometheus text (atelierd's `/metrics`).
@@ -73,6 +75,8 @@ pub fn parse_metrics(text: &str) -> Counters {
             c.dead_lettered += v;
         } else if series.starts_with("atelier_events_retried_total") {
             c.retried += v;
+        } else if series.starts_with("atelier_events_consumed_total") {
+            c.consumed += v;
         }
     }
     c
@@ -133,18 +137,22 @@ atelier_http_request_duration_seconds_count{method=\"GET\",route=\"/api/v1/x\",s
 atelier_http_request_duration_seconds_count{method=\"GET\",route=\"/metrics\",status=\"200\"} 7\n\
 atelier_http_request_duration_seconds_bucket{method=\"GET\",route=\"/x\",status=\"500\",le=\"+Inf\"} 10\n\
 atelier_events_dead_lettered_total{handler=\"production\",event_type=\"sale.created\"} 2\n\
-atelier_events_retried_total{handler=\"production\",event_type=\"sale.created\"} 3\n";
+atelier_events_retried_total{handler=\"production\",event_type=\"sale.created\"} 3\n\
+atelier_events_consumed_total{handler=\"production\",event_type=\"sale.created\"} 30\n";
 
     #[test]
     fn reads_requests_5xx_and_dead_letters() {
-        assert_eq!(parse_metrics(TEXT), Counters { requests: 100, server_errors: 10, dead_lettered: 2, retried: 3 });
+        assert_eq!(
+            parse_metrics(TEXT),
+            Counters { requests: 100, server_errors: 10, dead_lettered: 2, retried: 3, consumed: 30 }
+        );
     }
 
     #[test]
     fn analysis_compares_with_the_baseline() {
         let limits = Limits { max_5xx_ratio: 0.05, max_dead_letters: 0 };
-        let base = Counters { requests: 50, server_errors: 10, dead_lettered: 2, retried: 0 };
-        let ok = Counters { requests: 150, server_errors: 12, dead_lettered: 2, retried: 0 };
+        let base = Counters { requests: 50, server_errors: 10, dead_lettered: 2, ..Counters::default() };
+        let ok = Counters { requests: 150, server_errors: 12, dead_lettered: 2, ..Counters::default() };
         assert!(analyse(base, ok, limits).is_ok());
         let bad = Counters { requests: 150, server_errors: 30, ..ok };
         assert!(analyse(base, bad, limits).unwrap_err().contains("5xx ratio 0.200"));

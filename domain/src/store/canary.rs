@@ -19,6 +19,8 @@ pub struct Ping {
     pub producer: String,
     pub sent_at: DateTime<Utc>,
     pub received_at: DateTime<Utc>,
+    /// Which atelierd handled it (its deployment slot, or host:pid).
+    pub handled_by: Option<String>,
 }
 
 impl Ping {
