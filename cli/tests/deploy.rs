@@ -19,8 +19,19 @@ use support::{delete_namespace, json};
 /// A fixed token key, so both slots accept the same tokens.
 const JWT_KEY: &str = "k1:c3RhZ2UtdGVzdC1rZXktYWJjZGVmZ2hpamtsbW5vcHFyc3R1dg==";
 
+/// A free port below the kernel's ephemeral range (32768 and up), so no
+/// client connection of this busy machine holds it when a slot binds it.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let seed = (std::process::id() as u16).wrapping_mul(7919) ^ (uuid::Uuid::now_v7().as_u128() as u16);
+    for _ in 0..2000 {
+        let port = 20000 + (seed.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed).wrapping_mul(97))) % 12000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between 20000 and 32000");
 }
 
 fn atelierd() -> PathBuf {
