@@ -134,8 +134,9 @@ migrate (expand only), start (the idle slot at VERSION), ready (/ready and /vers
 analysis (deploy.analysis of the new slot's 5xx ratio and dead letters), drain (the old slot finishes its \
 work and stops), record. A failing step undoes what was done in reverse and exits 8 naming the step.
 
-Exit codes: 0 deployed, 1 failure, 3 configuration, 4 a dependency unreachable, 5 preflight or gate \
-refused, 6 not confirmed, 7 the deploy lock is held, 8 failed and rolled back.
+Exit codes: 0 deployed, 1 failure, 2 not a release version, 3 configuration, 4 a dependency \
+unreachable, 6 not confirmed, 7 the deploy lock is held, 8 a step failed (preflight and gate included) \
+and what was done is rolled back.
 
 Examples:
   atelier --env staging deploy --version 1.4.0 --artifact ./target/release/atelierd
@@ -163,7 +164,7 @@ pub struct DeployArgs {
 runs a canary, switches, analyses and drains, as deploy does, without running migrations. Refused, naming \
 the migration, when a contract migration was applied after the target was deployed.
 
-Exit codes: as deploy.
+Exit codes: as deploy; 5 refused over a contract migration.
 
 Examples:
   atelier --env production rollback --yes
