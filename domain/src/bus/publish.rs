@@ -55,8 +55,25 @@ pub async fn await_confirm(
 ) -> Result<(), BusError> {
     let confirmation = tokio::time::timeout(timeout, confirm)
         .await
-        .map_err(|_| BusError::Timeout { op: "publisher confirm", timeout })??;
-    match confirmation {
+        .map_err(|_| BusError::Timeout { op: "publisher confirm", timeout })?;
+    confirmed(confirmation, exchange, routing_key)
+}
+
+/// The confirm of one message if the broker already answered, without
+/// waiting: `None` while it is outstanding. Used to settle a window of
+/// pipelined publishes as their confirms arrive.
+pub fn confirm_now(confirm: &mut PublisherConfirm, exchange: &str, routing_key: &str) -> Option<Result<(), BusError>> {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    match std::pin::Pin::new(confirm).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(r) => Some(confirmed(r, exchange, routing_key)),
+        Poll::Pending => None,
+    }
+}
+
+/// Ok only for the broker's ack.
+fn confirmed(confirmation: lapin::Result<Confirmation>, exchange: &str, routing_key: &str) -> Result<(), BusError> {
+    match confirmation? {
         Confirmation::Ack(_) => Ok(()),
         Confirmation::Nack(_) => {
             Err(BusError::Nacked { exchange: exchange.to_owned(), routing_key: routing_key.to_owned() })

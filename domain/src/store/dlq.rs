@@ -12,6 +12,8 @@
 //! [`finish_replay`] marks it `replayed` after the broker confirmed. A replay
 //! interrupted between the two is resumed by the next run with the same replay
 //! id, and the handler's `processed_events` record keeps its effects single.
+//! A streamed replay does the same a page at a time ([`claim_replay_page`],
+//! [`finish_replays`]: a few set-based statements per page, not per letter).
 //!
 //! A replayed letter that fails again is linked to the letter it came from:
 //! the ingest finds the replay by the message's `x-atelier-replay-id` and
@@ -430,6 +432,180 @@ pub async fn finish_replay(conn: &mut Conn, replay: &Replay) -> Result<(), Store
             .execute(conn)
             .await?;
         diesel::update(dead_letters::table.find(replay.dead_letter_id))
+            .set((dead_letters::status.eq("replayed"), dead_letters::updated_at.eq(now)))
+            .execute(conn)
+            .await?;
+        Ok(())
+    })
+    .await
+}
+
+/// How many letters a replay with `filter` would publish (`dead` and
+/// `replaying`), without loading them.
+pub async fn count_replay_candidates(conn: &mut Conn, filter: &Filter) -> Result<i64, StoreError> {
+    filter.validate()?;
+    Ok(filter.query().filter(dead_letters::status.eq_any(["dead", "replaying"])).count().get_result(conn).await?)
+}
+
+/// The handlers of the letters a replay with `filter` would publish.
+pub async fn replay_handlers(conn: &mut Conn, filter: &Filter) -> Result<Vec<String>, StoreError> {
+    filter.validate()?;
+    Ok(filter
+        .query()
+        .filter(dead_letters::status.eq_any(["dead", "replaying"]))
+        .select(dead_letters::handler)
+        .distinct()
+        .load(conn)
+        .await?)
+}
+
+/// What a dry run shows of each candidate: id, handler, fingerprint (no body).
+pub async fn replay_outline(conn: &mut Conn, filter: &Filter) -> Result<Vec<(i64, String, String)>, StoreError> {
+    filter.validate()?;
+    Ok(filter
+        .query()
+        .filter(dead_letters::status.eq_any(["dead", "replaying"]))
+        .order(dead_letters::id.asc())
+        .select((dead_letters::id, dead_letters::handler, dead_letters::fingerprint))
+        .load(conn)
+        .await?)
+}
+
+/// One page of a streamed replay, claimed in one transaction.
+#[derive(Debug, Default)]
+pub struct ClaimedPage {
+    /// Letters now `replaying`, each with its replay (a new one, or the
+    /// unfinished one an interrupted run left: same replay id), in id order.
+    pub claimed: Vec<(DeadLetter, Replay)>,
+    /// Letters of the page whose handler has no queue here (left `dead`).
+    pub unroutable: Vec<(i64, String)>,
+    /// Candidates of the page another replay holds (locked) or that left
+    /// `dead`/`replaying` meanwhile: not this run's.
+    pub taken_elsewhere: usize,
+    /// The highest id this page looked at: the next page starts after it.
+    /// `None` when no candidate is left after `after`.
+    pub last_id: Option<i64>,
+}
+
+/// Claims the next page of a replay: up to `limit` candidates (`dead` or
+/// `replaying`) with an id above `after`, in id order, locked `SKIP LOCKED`
+/// (a letter another replay holds is left to it). In one transaction, with
+/// set-based statements (one per step, not per letter): finds the unfinished
+/// replays an interrupted run left, records a new replay for every other
+/// letter, and marks the page `replaying`. `queue_of` gives a handler's
+/// queue, `None` for a handler this build does not know (left as it is).
+/// The memory a replay holds is one page, whatever the number of letters.
+pub async fn claim_replay_page(
+    conn: &mut Conn,
+    filter: &Filter,
+    after: i64,
+    limit: i64,
+    actor: &str,
+    queue_of: impl Fn(&str) -> Option<String> + Sync,
+) -> Result<ClaimedPage, StoreError> {
+    filter.validate()?;
+    let ids: Vec<i64> = filter
+        .query()
+        .filter(dead_letters::status.eq_any(["dead", "replaying"]))
+        .filter(dead_letters::id.gt(after))
+        .order(dead_letters::id.asc())
+        .limit(limit)
+        .select(dead_letters::id)
+        .load(conn)
+        .await?;
+    let Some(&last) = ids.last() else {
+        return Ok(ClaimedPage::default());
+    };
+    conn.transaction(async |conn| {
+        let letters: Vec<DeadLetter> = dead_letters::table
+            .filter(dead_letters::id.eq_any(&ids))
+            .filter(dead_letters::status.eq_any(["dead", "replaying"]))
+            .order(dead_letters::id.asc())
+            .select(DeadLetter::as_select())
+            .for_update()
+            .skip_locked()
+            .load(conn)
+            .await?;
+        let mut page =
+            ClaimedPage { last_id: Some(last), taken_elsewhere: ids.len() - letters.len(), ..Default::default() };
+        let mut routed: Vec<(DeadLetter, String)> = Vec::with_capacity(letters.len());
+        for l in letters {
+            match queue_of(&l.handler) {
+                Some(q) => routed.push((l, q)),
+                None => page.unroutable.push((l.id, l.handler)),
+            }
+        }
+        if routed.is_empty() {
+            return Ok(page);
+        }
+        let routed_ids: Vec<i64> = routed.iter().map(|(l, _)| l.id).collect();
+        let unfinished: Vec<Replay> = dead_letter_replays::table
+            .filter(dead_letter_replays::dead_letter_id.eq_any(&routed_ids))
+            .filter(dead_letter_replays::published_at.is_null())
+            .order(dead_letter_replays::id.asc())
+            .select(Replay::as_select())
+            .load(conn)
+            .await?;
+        let mut by_letter: std::collections::HashMap<i64, Replay> = std::collections::HashMap::new();
+        for r in unfinished {
+            by_letter.entry(r.dead_letter_id).or_insert(r);
+        }
+        let fresh: Vec<_> = routed
+            .iter()
+            .filter(|(l, _)| !by_letter.contains_key(&l.id))
+            .map(|(l, q)| {
+                (
+                    dead_letter_replays::dead_letter_id.eq(l.id),
+                    dead_letter_replays::replay_id.eq(Uuid::now_v7()),
+                    dead_letter_replays::actor.eq(actor),
+                    dead_letter_replays::target_queue.eq(q.as_str()),
+                )
+            })
+            .collect();
+        if !fresh.is_empty() {
+            let inserted: Vec<Replay> = diesel::insert_into(dead_letter_replays::table)
+                .values(&fresh)
+                .returning(Replay::as_returning())
+                .get_results(conn)
+                .await?;
+            for r in inserted {
+                by_letter.insert(r.dead_letter_id, r);
+            }
+        }
+        // Only the `dead` ones change: a `replaying` one is resumed as it is.
+        let to_mark: Vec<i64> = routed.iter().filter(|(l, _)| l.status == "dead").map(|(l, _)| l.id).collect();
+        if !to_mark.is_empty() {
+            diesel::update(dead_letters::table.filter(dead_letters::id.eq_any(&to_mark)))
+                .set((dead_letters::status.eq("replaying"), dead_letters::updated_at.eq(Utc::now())))
+                .execute(conn)
+                .await?;
+        }
+        for (mut l, _) in routed {
+            if let Some(r) = by_letter.remove(&l.id) {
+                l.status = "replaying".into();
+                page.claimed.push((l, r));
+            }
+        }
+        Ok(page)
+    })
+    .await
+}
+
+/// Records that the broker confirmed these replays, in one transaction of two
+/// set-based statements: each letter is `replayed`.
+pub async fn finish_replays(conn: &mut Conn, replays: &[Replay]) -> Result<(), StoreError> {
+    if replays.is_empty() {
+        return Ok(());
+    }
+    let replay_ids: Vec<i64> = replays.iter().map(|r| r.id).collect();
+    let letter_ids: Vec<i64> = replays.iter().map(|r| r.dead_letter_id).collect();
+    conn.transaction(async |conn| {
+        let now = Utc::now();
+        diesel::update(dead_letter_replays::table.filter(dead_letter_replays::id.eq_any(&replay_ids)))
+            .set(dead_letter_replays::published_at.eq(now))
+            .execute(conn)
+            .await?;
+        diesel::update(dead_letters::table.filter(dead_letters::id.eq_any(&letter_ids)))
             .set((dead_letters::status.eq("replayed"), dead_letters::updated_at.eq(now)))
             .execute(conn)
             .await?;

@@ -18,7 +18,8 @@ use select::Use;
 
 pub async fn run(cmd: DlqCommand, ctx: &Context) -> Result<Code, Failure> {
     let settings = &ctx.config.settings.database;
-    let db = Db::new(ctx.database_url()?, 2, settings.connect_timeout)?;
+    // Replay uses three: its claimer and its recorder work beside the main one.
+    let db = Db::new(ctx.database_url()?, 3, settings.connect_timeout)?;
     let mut conn = db.conn().await?;
     let conn = &mut conn;
     match cmd {
@@ -43,7 +44,7 @@ pub async fn run(cmd: DlqCommand, ctx: &Context) -> Result<Code, Failure> {
         }
         DlqCommand::Replay { select, dry_run, rate, actor, all } => {
             let filter = select::resolve(conn, &select, Use::Change { verb: "replay", all: all || dry_run }).await?;
-            replay::run(ctx, conn, &filter, dry_run, rate, actor).await
+            replay::run(ctx, &db, conn, &filter, dry_run, rate, actor).await
         }
     }
 }
