@@ -8,7 +8,7 @@ Environments are files in environments/ (or $ATELIER_CONFIG_DIR): base.toml plus
 file per environment; ATELIER__SECTION__KEY variables override single keys.
 
 Exit codes: 0 ok, 1 failure, 2 usage, 3 configuration, 4 dependency unreachable,
-5 check failed, 6 not confirmed.";
+5 check failed, 6 not confirmed, 7 a lock is held, 8 deploy rolled back.";
 
 /// Operate Atelier: environments, database migrations and more.
 #[derive(Debug, Parser)]
@@ -75,6 +75,15 @@ topology drifted.")]
     /// Channel webhooks: the URL each studio registers with its provider in this environment.
     #[command(subcommand)]
     Webhooks(WebhooksCommand),
+    /// Deploy version V blue/green: the deployment checklist, each step journaled; any failure rolls back.
+    Deploy(DeployArgs),
+    /// Return to the previous successful deployment (or --to ID) through the same switch, canary and analysis.
+    Rollback(RollbackArgs),
+    /// The environment's deployments, newest first: version, slot, status, actor, duration, failing step.
+    History(HistoryArgs),
+    /// The deploy lock (a lease shared by deploy, rollback and migrate run): status, acquire, release.
+    #[command(subcommand)]
+    Lock(LockCommand),
     /// Print a shell completion script: `atelier completions bash > /etc/bash_completion.d/atelier`.
     #[command(after_help = "`--env` completes the environments of environments/ (or $ATELIER_CONFIG_DIR) as \
 they are when the script is written: write it again after adding one.")]
@@ -99,7 +108,15 @@ it finds, 3 only when the configuration itself is invalid.")]
 #[derive(Debug, ClapArgs)]
 #[command(after_help = "Asks <URL>/version (it must name VERSION and this environment) and <URL>/ready \
 (database migrated and reachable; broker and consumers up where events run). A pipeline runs \
-`atelier --env staging gate --expect-version \"$V\" --wait 5m` before it deploys V to production.")]
+`atelier --env staging gate --expect-version \"$V\" --wait 5m` before it deploys V to production.
+
+With --deployment, also: deployed (V's successful deployment is recorded), soak (--min-soak), \
+dead_letters (since it, --max-dead-letters), retry_rate and 5xx_ratio (the live atelierd's /metrics), \
+canary (a system.ping round trip now).
+
+Examples:
+  atelier --env staging gate --expect-version 1.4.0 --wait 5m
+  atelier --env staging gate --expect-version 1.4.0 --deployment --min-soak 30m --output json")]
 pub struct GateArgs {
     /// The version atelierd must run (as its /version says, e.g. 0.1.0).
     #[arg(long, value_name = "VERSION")]
@@ -110,6 +127,100 @@ pub struct GateArgs {
     /// Look again every 2 s until healthy or this long has passed (e.g. 5m). Default: one look.
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     pub wait: Option<humantime::Duration>,
+    /// Also check VERSION's deployment here: deployed successfully (`atelier deploy`), soaked, dead
+    /// letters since, retry rate and 5xx ratio (the live atelierd's /metrics), a canary round trip now.
+    #[arg(long)]
+    pub deployment: bool,
+    /// With --deployment (implied): VERSION has run here at least this long. Default: deploy.min_soak.
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub min_soak: Option<humantime::Duration>,
+    /// With --deployment (implied): at most this many dead letters since. Default: deploy.max_dead_letters.
+    #[arg(long, value_name = "N")]
+    pub max_dead_letters: Option<u64>,
+    /// With --deployment: at most this share of deliveries sent to a retry (0.05 = 5%).
+    #[arg(long, value_name = "RATIO", default_value_t = 0.05)]
+    pub max_retry_rate: f64,
+}
+
+#[derive(Debug, ClapArgs)]
+#[command(
+    disable_version_flag = true,
+    after_help = "Steps: lock, preflight, gate (where deploy.gate_env is set: production gates on staging), \
+migrate (expand only), start (the idle slot at VERSION), ready (/ready and /version say VERSION), canary \
+(a system.ping handled by the new slot's own consumers), switch (the proxy's upstream, graceful reload), \
+analysis (deploy.analysis of the new slot's 5xx ratio and dead letters), drain (the old slot finishes its \
+work and stops), record. A failing step undoes what was done in reverse and exits 8 naming the step.
+
+Exit codes: 0 deployed, 1 failure, 2 not a release version, 3 configuration, 4 a dependency \
+unreachable, 6 not confirmed, 7 the deploy lock is held, 8 a step failed (preflight and gate included) \
+and what was done is rolled back.
+
+Examples:
+  atelier --env staging deploy --version 1.4.0 --artifact ./target/release/atelierd
+  atelier --env production deploy --version 1.4.0 --dry-run
+  atelier --env production deploy --version 1.4.0 --yes --output json
+  atelier --env staging deploy --resume"
+)]
+pub struct DeployArgs {
+    /// The release to deploy (its directory under deploy.releases). Required unless --resume.
+    #[arg(long, value_name = "VERSION", required_unless_present = "resume")]
+    pub version: Option<String>,
+    /// Print the plan (slots, migrations it would apply, checks) and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Reconcile a deployment whose command died (finish or roll it back), then stop.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub resume: bool,
+    /// Install this atelierd build as VERSION first (copied to deploy.releases/VERSION, stamped with VERSION).
+    #[arg(long, value_name = "PATH", requires = "version")]
+    pub artifact: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, ClapArgs)]
+#[command(after_help = "Starts the target's release in the idle slot, checks it is ready at its version, \
+runs a canary, switches, analyses and drains, as deploy does, without running migrations. Refused, naming \
+the migration, when a contract migration was applied after the target was deployed.
+
+Exit codes: as deploy; 5 refused over a contract migration.
+
+Examples:
+  atelier --env production rollback --yes
+  atelier --env staging rollback --to 42 --output json")]
+pub struct RollbackArgs {
+    /// The deployment id to return to (`atelier history`). Default: the previous successful one.
+    #[arg(long, value_name = "ID")]
+    pub to: Option<i64>,
+}
+
+#[derive(Debug, ClapArgs)]
+#[command(after_help = "Examples:
+  atelier --env production history
+  atelier --env staging history --limit 5 --output json")]
+pub struct HistoryArgs {
+    /// How many deployments, newest first (1 to 1000).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..=1000))]
+    pub limit: i64,
+}
+
+#[derive(Debug, Subcommand)]
+#[command(after_help = "Examples:
+  atelier --env production lock status
+  atelier --env production lock acquire --message 'database maintenance' --ttl 2h
+  atelier --env production lock release")]
+pub enum LockCommand {
+    /// Who holds the deploy lock, since when, until when; and the last lock events.
+    Status,
+    /// Hold the lock for a maintenance window (deploys, rollbacks and migrate run are refused meanwhile).
+    Acquire {
+        /// Why: shown to whoever is refused.
+        #[arg(long)]
+        message: String,
+        /// How long the lock is held (it expires then; acquire again to extend).
+        #[arg(long, default_value = "1h", value_parser = duration)]
+        ttl: humantime::Duration,
+    },
+    /// Release the lock, whoever holds it (audited with whose it was).
+    Release,
 }
 
 /// A duration such as `90s`, `5m` or `1h 30m`, refused in words an operator can act on.

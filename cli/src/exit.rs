@@ -19,8 +19,11 @@ pub enum Code {
     CheckFailed = 5,
     /// A change to a protected environment was not confirmed.
     NotConfirmed = 6,
-    /// Another migrator holds the migration lock (`migrate run` without `--wait`, or past it).
+    /// Another migrator holds the migration lock (`migrate run` without `--wait`, or past it),
+    /// or another command holds the deploy lock (deploy, rollback, migrate run, lock acquire).
     Busy = 7,
+    /// A deploy or rollback failed at a step and was rolled back.
+    RolledBack = 8,
 }
 
 impl From<Code> for std::process::ExitCode {

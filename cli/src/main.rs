@@ -7,6 +7,7 @@ mod cli;
 mod commands;
 mod context;
 mod examples;
+mod deploy;
 mod exit;
 mod output;
 

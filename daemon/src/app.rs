@@ -173,7 +173,7 @@ async fn listen(bind: &str) -> Result<(tokio::net::TcpListener, Option<SocketAdd
 
 /// Starts the daemon and runs it until SIGTERM or Ctrl-C.
 pub async fn run(config: Resolved, roles: Roles) -> Result<(), AppError> {
-    tracing::info!(env = %config.env, version = env!("CARGO_PKG_VERSION"), http = roles.http, events = roles.events, "starting atelierd");
+    tracing::info!(env = %config.env, version = crate::version::current(), http = roles.http, events = roles.events, "starting atelierd");
     App::start(config, roles).await?.run_until_signal().await
 }
 

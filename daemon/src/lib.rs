@@ -10,7 +10,8 @@
 //! - [`hashing`]: the password hashing pool (its own threads, bounded, lower priority);
 //! - [`http`]: the axum facade: `/health`, `/ready`, `/version`, `/metrics`, `/api/v1`;
 //! - [`metrics`]: counters and histograms served at `/metrics`;
-//! - [`telemetry`]: tracing (pretty or JSON) and Sentry.
+//! - [`telemetry`]: tracing (pretty or JSON) and Sentry;
+//! - [`version`]: the release version stamped in the binary, the slot, test faults.
 //!
 //! `events` and `http` never import each other: both depend on `state`,
 //! `error`, `keys` and `metrics` only, and `app` starts them.
@@ -25,3 +26,4 @@ pub mod keys;
 pub mod metrics;
 pub mod state;
 pub mod telemetry;
+pub mod version;

@@ -38,6 +38,9 @@ pub struct Settings {
     /// Missing keys take production's (the safe) side.
     #[serde(default)]
     pub policy: PolicySettings,
+    /// `atelier deploy` / `rollback`: driver, slots, analysis, lease.
+    #[serde(default)]
+    pub deploy: DeploySettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -407,6 +410,101 @@ impl Default for PolicySettings {
     }
 }
 
+/// How slots start, stop and are switched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeployDriverKind {
+    /// `atelierd` processes on this host behind a local nginx.
+    Process,
+    /// Templated shell commands (systemd, kubectl, a load balancer's CLI).
+    Command,
+}
+
+/// `[deploy]`: the deployment checklist's settings (README, "Deploying").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeploySettings {
+    pub driver: DeployDriverKind,
+    /// Process driver: `<releases>/<version>/atelierd`.
+    pub releases: PathBuf,
+    /// Process driver: pid files, logs, nginx's prefix and upstream file.
+    pub run_dir: PathBuf,
+    /// Process driver: where nginx listens (the address clients use).
+    pub proxy_listen: String,
+    /// Process driver: the port of each slot's atelierd.
+    pub blue_port: u16,
+    pub green_port: u16,
+    /// Process driver: the nginx binary.
+    pub nginx: String,
+    /// Post-switch analysis: how long the new slot is watched.
+    #[serde(with = "humantime_serde")]
+    pub analysis: Duration,
+    /// The new slot must be ready at its version within this.
+    #[serde(with = "humantime_serde")]
+    pub ready_timeout: Duration,
+    /// A canary ping must be handled by the new slot within this.
+    #[serde(with = "humantime_serde")]
+    pub canary_timeout: Duration,
+    /// The old slot must finish its work and exit within this (then SIGKILL).
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// Analysis fails above this share of 5xx answers (0.01 = 1%).
+    pub max_5xx_ratio: f64,
+    /// Analysis fails when the new slot dead-letters more than this.
+    pub max_dead_letters: u64,
+    /// Releases kept in `releases` (the deployment replaced stays startable).
+    pub keep_releases: usize,
+    /// The lease expires this long after its last heartbeat.
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// The holder heartbeats this often.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+    /// Production deploys gate on this environment (unset: no gate).
+    pub gate_env: Option<String>,
+    /// The gate's soak: the version ran at least this long in `gate_env`.
+    #[serde(with = "humantime_serde")]
+    pub min_soak: Duration,
+    /// Command driver templates: `{slot}`, `{version}`, `{port}` placeholders.
+    pub command: CommandTemplates,
+}
+
+/// `[deploy.command]`: the command driver's shell templates.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CommandTemplates {
+    pub start: String,
+    pub stop: String,
+    pub ready_url: String,
+    pub switch: String,
+}
+
+impl Default for DeploySettings {
+    fn default() -> Self {
+        DeploySettings {
+            driver: DeployDriverKind::Process,
+            releases: PathBuf::from("/var/lib/atelier/releases"),
+            run_dir: PathBuf::from("/var/lib/atelier/run"),
+            proxy_listen: "127.0.0.1:8080".into(),
+            blue_port: 8081,
+            green_port: 8082,
+            nginx: "nginx".into(),
+            analysis: Duration::from_secs(60),
+            ready_timeout: Duration::from_secs(60),
+            canary_timeout: Duration::from_secs(60),
+            drain_timeout: Duration::from_secs(60),
+            max_5xx_ratio: 0.01,
+            max_dead_letters: 0,
+            keep_releases: 5,
+            lease_ttl: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(5),
+            gate_env: None,
+            min_soak: Duration::from_secs(0),
+            command: CommandTemplates::default(),
+        }
+    }
+}
+
 /// Where a resolved value came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "name")]
@@ -683,6 +781,21 @@ fn validate(s: &Settings) -> Result<(), String> {
     }
     if s.retry.factor == 0 {
         return Err("retry.factor must be at least 1".into());
+    }
+    let d = &s.deploy;
+    if d.blue_port == d.green_port {
+        return Err("deploy.blue_port and deploy.green_port must differ (one port per slot)".into());
+    }
+    if !(0.0..=1.0).contains(&d.max_5xx_ratio) {
+        return Err("deploy.max_5xx_ratio must be between 0 and 1 (0.01 = 1%)".into());
+    }
+    if d.heartbeat >= d.lease_ttl {
+        return Err(
+            "deploy.heartbeat must be shorter than deploy.lease_ttl (the lease would expire between beats)".into()
+        );
+    }
+    if d.keep_releases == 0 {
+        return Err("deploy.keep_releases must be at least 1".into());
     }
     s.http
         .bind

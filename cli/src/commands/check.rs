@@ -20,9 +20,9 @@ use atelier_domain::store::{DatabaseUrl, migrations};
 use serde_json::json;
 
 /// A check's outcome and, when it failed, the exit code its failure means.
-struct Outcome {
-    check: Check,
-    code: Code,
+pub struct Outcome {
+    pub check: Check,
+    pub code: Code,
 }
 
 fn passed(name: &'static str, detail: impl Into<String>) -> Outcome {
@@ -33,14 +33,20 @@ fn failed(name: &'static str, code: Code, detail: impl Into<String>) -> Outcome 
     Outcome { check: Check { name, ok: false, detail: detail.into() }, code }
 }
 
-pub async fn run(ctx: &Context) -> Result<Code, Failure> {
-    let settings = &ctx.config.settings;
+/// Every check's outcome (`deploy`'s preflight runs these too).
+pub async fn gather(ctx: &Context) -> Vec<Outcome> {
     let mut outcomes = vec![passed("config", format!("environment {} loads and is valid", ctx.env()))];
     outcomes.push(secrets(ctx));
     let (database, migrations) = database(ctx).await;
     outcomes.extend([database, migrations]);
     let (broker, topology) = broker(ctx).await;
     outcomes.extend([broker, topology]);
+    outcomes
+}
+
+pub async fn run(ctx: &Context) -> Result<Code, Failure> {
+    let settings = &ctx.config.settings;
+    let outcomes = gather(ctx).await;
     // The most telling failure decides the exit code.
     let code = [Code::Config, Code::Unavailable, Code::CheckFailed]
         .into_iter()

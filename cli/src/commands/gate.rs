@@ -8,6 +8,8 @@
 //! hold or the whole wait is over (a pipeline gating production on staging
 //! right after staging's deploy), saying what is still pending: on the
 //! spinner on a terminal, else a line on stderr each time it changes.
+//! With `--deployment` (or `--min-soak`, `--max-dead-letters`), also the
+//! checks of V's deployment there (`deploy::soak`).
 
 use crate::cli::GateArgs;
 use crate::context::Context;
@@ -28,7 +30,7 @@ enum Look {
 }
 
 pub async fn run(args: GateArgs, ctx: &Context) -> Result<Code, Failure> {
-    let base = args.url.unwrap_or_else(|| ctx.config.settings.http.public_base_url.clone());
+    let base = args.url.clone().unwrap_or_else(|| ctx.config.settings.http.public_base_url.clone());
     let base = base.trim_end_matches('/').to_owned();
     if !(base.starts_with("http://") || base.starts_with("https://")) {
         return Err(Failure::new(
@@ -67,7 +69,10 @@ pub async fn run(args: GateArgs, ctx: &Context) -> Result<Code, Failure> {
             Code::Unavailable,
             format!("atelierd of {} cannot be reached at {base}: {why}", ctx.env()),
         )),
-        Look::Checked(checks) => {
+        Look::Checked(mut checks) => {
+            if crate::deploy::soak::wanted(&args) {
+                checks.extend(crate::deploy::soak::checks(ctx, &client, &base, &args).await);
+            }
             let ok = checks.iter().all(|c| c.ok);
             let data = json!({"env": ctx.env(), "url": base, "expected_version": args.expect_version});
             let verdict = if ok { "is healthy" } else { "is not healthy" };

@@ -269,9 +269,14 @@ async fn apply(
     if !pending.is_empty() && !refuses_drift {
         ctx.confirm(&format!("Apply {} migration(s) to {}", pending.len(), url.database()))?;
     }
+    // The deploy lock: refused while a deploy, a rollback or a maintenance window holds it.
+    let lease = crate::deploy::lease::Held::take_if_ready(ctx, "atelier migrate run", wait.unwrap_or_default()).await?;
     let bar = ctx.out.progress(pending.len() as u64, "migrating");
     let report = migrations::apply(&url, limits, &Catalog::embedded(), options, on_each(&bar, "applied")).await;
     bar.finish_and_clear();
+    if let Some(lease) = lease {
+        lease.release().await;
+    }
     let report = match report {
         Ok(report) => report,
         Err(e @ RunError::Refused(_)) => return Err(Failure::new(Code::CheckFailed, e.to_string())),

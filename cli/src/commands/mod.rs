@@ -1,13 +1,17 @@
 //! One module per command; `run` dispatches (and with `-v` logs how long
 //! the command took and its exit code).
 
-mod check;
+pub mod check;
+mod deploy;
 mod dlq;
 mod env;
 mod gate;
+mod history;
+mod lock;
 mod migrate;
 mod status;
 mod secrets;
+mod rollback;
 mod topology;
 mod users;
 mod webhooks;
@@ -40,6 +44,10 @@ fn name(command: &Command) -> &'static str {
         Command::Check => "check",
         Command::Gate(_) => "gate",
         Command::Webhooks(_) => "webhooks",
+        Command::Deploy(_) => "deploy",
+        Command::Rollback(_) => "rollback",
+        Command::History(_) => "history",
+        Command::Lock(_) => "lock",
         Command::Completions { .. } => "completions",
         Command::Status => "status",
         Command::Manpages { .. } => "manpages",
@@ -66,6 +74,10 @@ async fn dispatch(args: Args) -> Result<Code, Failure> {
         Command::Topology(cmd) => topology::run(cmd, &Context::load(&args.global, out)?).await,
         Command::Users(cmd) => users::run(cmd, &Context::load(&args.global, out)?).await,
         Command::Webhooks(cmd) => webhooks::run(cmd, &Context::load(&args.global, out)?).await,
+        Command::Deploy(cmd) => deploy::run(cmd, &Context::load(&args.global, out)?).await,
+        Command::Rollback(cmd) => rollback::run(cmd, &Context::load(&args.global, out)?).await,
+        Command::History(cmd) => history::run(cmd, &Context::load(&args.global, out)?).await,
+        Command::Lock(cmd) => lock::run(cmd, &Context::load(&args.global, out)?).await,
     }
 }
 

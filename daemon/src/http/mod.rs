@@ -58,7 +58,15 @@ pub fn router(shared: Arc<Shared>) -> Router {
     if shared.config.settings.http.metrics_bind.is_none() {
         router = router.route("/metrics", get(metrics));
     }
-    finish(router.nest("/api/v1", api::router(shared.clone())), shared)
+    let mut api = api::router(shared.clone());
+    if crate::version::fault() == Some(crate::version::Fault::ServerErrors) {
+        // Test fault: every API request fails as a bug would.
+        api =
+            api.layer(axum::middleware::from_fn(|_req: axum::extract::Request, _next: axum::middleware::Next| async {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "ATELIER_TEST_FAULT=5xx").into_response()
+            }));
+    }
+    finish(router.nest("/api/v1", api), shared)
 }
 
 /// The router of `http.metrics_bind`: `/metrics` alone.
@@ -250,6 +258,10 @@ async fn health() -> Json<serde_json::Value> {
 async fn ready(State(shared): State<Arc<Shared>>) -> Response {
     let mut checks = serde_json::Map::new();
     let mut ok = true;
+    if crate::version::fault() == Some(crate::version::Fault::NeverReady) {
+        ok = false;
+        checks.insert("fault".into(), json!({"ok": false, "error": "ATELIER_TEST_FAULT=never_ready"}));
+    }
     match shared.db.ping().await {
         Ok(()) => {
             checks.insert("database".into(), json!({"ok": true}));
@@ -307,7 +319,9 @@ async fn ready(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn version(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
-    Json(json!({"version": env!("CARGO_PKG_VERSION"), "env": shared.config.env}))
+    Json(
+        json!({"version": crate::version::current(), "env": shared.config.env, "slot": std::env::var("ATELIER_SLOT").ok()}),
+    )
 }
 
 /// Prometheus text: event counters and latency, outbox, broker, dead letters.

@@ -3,6 +3,7 @@
 //! store and the daemon call these functions instead of restating them.
 
 pub mod costing;
+pub mod deployment;
 pub mod intent;
 pub mod limits;
 pub mod lockout;
@@ -14,6 +15,7 @@ pub mod notifications;
 pub mod permissions;
 pub mod pricing;
 pub mod production;
+pub mod release;
 pub mod sale;
 pub mod secrets;
 pub mod templates;

@@ -19,6 +19,8 @@ pub struct Ping {
     pub producer: String,
     pub sent_at: DateTime<Utc>,
     pub received_at: DateTime<Utc>,
+    /// Which atelierd handled it (its deployment slot, or host:pid).
+    pub handled_by: Option<String>,
 }
 
 impl Ping {
@@ -36,7 +38,8 @@ pub async fn raise(conn: &mut Conn, origin: &Origin) -> Result<Uuid, StoreError>
     Ok(ping_id)
 }
 
-/// Records a ping's arrival inside the caller's transaction. Returns false,
+/// Records a ping's arrival inside the caller's transaction, with which
+/// atelierd handled it (its deployment slot, or host:pid). Returns false,
 /// changing nothing, when the ping was already recorded.
 pub async fn record_in(
     conn: &mut Conn,
@@ -44,6 +47,7 @@ pub async fn record_in(
     event_id: Uuid,
     producer: &str,
     sent_at: DateTime<Utc>,
+    handled_by: &str,
 ) -> Result<bool, StoreError> {
     let n = diesel::insert_into(canary_pings::table)
         .values((
@@ -52,6 +56,7 @@ pub async fn record_in(
             canary_pings::producer.eq(producer),
             canary_pings::sent_at.eq(sent_at),
             canary_pings::received_at.eq(Utc::now()),
+            canary_pings::handled_by.eq(handled_by),
         ))
         .on_conflict(canary_pings::ping_id)
         .do_nothing()

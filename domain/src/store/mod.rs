@@ -7,6 +7,7 @@
 
 pub mod accounting;
 pub mod canary;
+pub mod deploy;
 pub mod dlq;
 pub mod inbound;
 pub mod instances;

@@ -55,6 +55,7 @@ diesel::table! {
         producer -> Text,
         sent_at -> Timestamptz,
         received_at -> Timestamptz,
+        handled_by -> Nullable<Text>,
     }
 }
 
@@ -118,6 +119,46 @@ diesel::table! {
 }
 
 diesel::table! {
+    deploy_lease (id) {
+        id -> Int8,
+        token -> Uuid,
+        owner_user -> Text,
+        owner_host -> Text,
+        owner_pid -> Int8,
+        command -> Text,
+        message -> Nullable<Text>,
+        acquired_at -> Timestamptz,
+        heartbeat_at -> Timestamptz,
+        expires_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    deploy_lock_events (id) {
+        id -> Int8,
+        at -> Timestamptz,
+        action -> Text,
+        owner_user -> Text,
+        owner_host -> Text,
+        owner_pid -> Int8,
+        command -> Text,
+        detail -> Text,
+    }
+}
+
+diesel::table! {
+    deployment_steps (id) {
+        id -> Int8,
+        deployment_id -> Int8,
+        step -> Text,
+        started_at -> Timestamptz,
+        finished_at -> Nullable<Timestamptz>,
+        outcome -> Text,
+        detail -> Text,
+    }
+}
+
+diesel::table! {
     deployments (id) {
         id -> Int8,
         version -> Text,
@@ -129,6 +170,9 @@ diesel::table! {
         checks -> Jsonb,
         error -> Nullable<Text>,
         previous_deployment_id -> Nullable<Int8>,
+        kind -> Text,
+        migrations -> Jsonb,
+        failed_step -> Nullable<Text>,
     }
 }
 
@@ -382,6 +426,9 @@ diesel::allow_tables_to_appear_in_same_query!(
     daemon_instances,
     dead_letter_replays,
     dead_letters,
+    deploy_lease,
+    deploy_lock_events,
+    deployment_steps,
     deployments,
     invoice_sequences,
     leads,

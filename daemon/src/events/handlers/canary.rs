@@ -25,15 +25,26 @@ impl Canary {
 
     async fn run(&self, envelope: &Envelope<Event>, event: &Event) -> Result<Outcome, HandlerError> {
         let Event::SystemPing(ping) = event else { return Err(unexpected(NAME, event)) };
+        if crate::version::fault() == Some(crate::version::Fault::DropCanaries) {
+            // Test fault: this atelierd takes pings and records nothing.
+            return Ok(Outcome::Applied);
+        }
+        let instance = crate::version::instance();
         let mut conn = self.db.conn().await?;
         let outcome = conn
             .transaction(async |conn| {
                 if !processing::claim(conn, NAME, envelope.id).await? {
                     return Ok::<_, StoreError>(Outcome::Duplicate);
                 }
-                let recorded =
-                    canary::record_in(conn, ping.ping_id, envelope.id, &envelope.producer, envelope.occurred_at)
-                        .await?;
+                let recorded = canary::record_in(
+                    conn,
+                    ping.ping_id,
+                    envelope.id,
+                    &envelope.producer,
+                    envelope.occurred_at,
+                    &instance,
+                )
+                .await?;
                 Ok(if recorded { Outcome::Applied } else { Outcome::Duplicate })
             })
             .await?;
