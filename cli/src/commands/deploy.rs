@@ -124,7 +124,7 @@ async fn dry_run(ctx: &Context, db: &Db, driver: &Driver, version: &str) -> Resu
     let lease = deploy::lease(&mut conn).await?;
     drop(conn);
     let slot = rules::idle_slot(current.as_ref().and_then(|c| Slot::parse(&c.slot)));
-    let pending: Vec<String> = migrations::status(db.url())
+    let pending: Vec<String> = migrations::status(&db.url())
         .await?
         .into_iter()
         .filter(|m| !m.applied && m.phase != Some(atelier_domain::rules::migration_lint::Phase::Contract))

@@ -397,7 +397,7 @@ pub async fn gate(
         config::load_with(&ctx.config.dir, gate_env, &[]).map_err(|e| format!("{gate_env}'s configuration: {e}"))?;
     let url = DatabaseUrl::resolve(
         &staging.settings.database,
-        atelier_domain::secrets::open(staging.settings.secrets.backend).as_ref(),
+        atelier_domain::secrets::open(&staging).as_ref(),
     )
     .map_err(|e| format!("{gate_env}'s database: {e}"))?;
     let db = Db::new(url, 1, staging.settings.database.connect_timeout).map_err(|e| e.to_string())?;
