@@ -6,8 +6,8 @@
 mod cli;
 mod commands;
 mod context;
-mod examples;
 mod deploy;
+mod examples;
 mod exit;
 mod output;
 

@@ -19,8 +19,8 @@
 pub mod app;
 pub mod error;
 pub mod events;
-pub mod heartbeat;
 pub mod hashing;
+pub mod heartbeat;
 pub mod http;
 pub mod keys;
 pub mod metrics;

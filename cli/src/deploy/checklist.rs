@@ -395,11 +395,8 @@ pub async fn gate(
     // Its own files only: this process's ATELIER__* variables are this environment's.
     let staging =
         config::load_with(&ctx.config.dir, gate_env, &[]).map_err(|e| format!("{gate_env}'s configuration: {e}"))?;
-    let url = DatabaseUrl::resolve(
-        &staging.settings.database,
-        atelier_domain::secrets::open(&staging).as_ref(),
-    )
-    .map_err(|e| format!("{gate_env}'s database: {e}"))?;
+    let url = DatabaseUrl::resolve(&staging.settings.database, atelier_domain::secrets::open(&staging).as_ref())
+        .map_err(|e| format!("{gate_env}'s database: {e}"))?;
     let db = Db::new(url, 1, staging.settings.database.connect_timeout).map_err(|e| e.to_string())?;
     let mut conn = db.conn().await.map_err(|e| format!("{gate_env}'s database: {e}"))?;
     let Some(done) = deploy::last_success_of(&mut conn, version).await.map_err(|e| e.to_string())? else {
