@@ -8,7 +8,11 @@ use std::path::Path;
 
 fn main() {
     println!("cargo:rerun-if-changed=../migrations");
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations");
+    // The manifest directory of this build, read when the script runs (not
+    // `env!`, which is fixed when the script is compiled: a target directory
+    // moved to another checkout would embed the old checkout's migrations).
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let dir = Path::new(&manifest).join("../migrations");
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .expect("migrations/ is readable")
         .flatten()
