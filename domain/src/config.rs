@@ -589,18 +589,36 @@ pub fn load_with(dir: &Path, env: &str, vars: &[(String, String)]) -> Result<Res
             dir: dir.display().to_string(),
         });
     }
-    let mut sources = BTreeMap::new();
-    let mut builder = config::Config::builder();
+    let mut files = Vec::new();
     for file in [dir.join("base.toml"), dir.join(format!("{env}.toml"))] {
         let shown = file.display().to_string();
         let text = std::fs::read_to_string(&file)
             .map_err(|e| ConfigError::File { file: shown.clone(), reason: e.to_string() })?;
+        files.push((shown, text));
+    }
+    load_texts(dir, env, &files, vars)
+}
+
+/// Resolves `env` from file texts already read: `files` is (name shown in
+/// errors, TOML text), base first, then the environment's file; `vars` are
+/// the override variables. The pure part of [`load_with`], which reads the
+/// files and calls this; the fuzz targets and their corpus replay call it
+/// directly.
+pub fn load_texts(
+    dir: &Path,
+    env: &str,
+    files: &[(String, String)],
+    vars: &[(String, String)],
+) -> Result<Resolved, ConfigError> {
+    let mut sources = BTreeMap::new();
+    let mut builder = config::Config::builder();
+    for (shown, text) in files {
         let table: toml::Table =
-            toml::from_str(&text).map_err(|e| ConfigError::File { file: shown.clone(), reason: e.to_string() })?;
+            toml::from_str(text).map_err(|e| ConfigError::File { file: shown.clone(), reason: e.to_string() })?;
         flatten_keys(&toml::Value::Table(table), "", &mut |k| {
             sources.insert(k, Layer::File(shown.clone()));
         });
-        builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
+        builder = builder.add_source(config::File::from_str(text, config::FileFormat::Toml));
     }
     let mut env_source = config::Map::new();
     for (name, value) in vars {

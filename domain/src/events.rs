@@ -353,10 +353,26 @@ impl Envelope {
         match read {
             Ok(Ok(env)) => Ok(env),
             // The payload's type or version is unknown (the body was read to the end).
-            Ok(Err(e)) => Err(e),
+            Ok(Err(e)) => Err(Self::classify(body, e)),
             // A payload that parses as JSON but not as its type; a syntax error is malformed.
-            Err(e) if e.is_data() => Err(failure.into_inner().unwrap_or(EventError::Malformed(e.to_string()))),
-            Err(e) => Err(EventError::Malformed(e.to_string())),
+            Err(e) if e.is_data() => {
+                Err(Self::classify(body, failure.into_inner().unwrap_or(EventError::Malformed(e.to_string()))))
+            }
+            Err(e) => Err(Self::classify(body, EventError::Malformed(e.to_string()))),
+        }
+    }
+
+    /// The one-pass reading stops at the first payload it cannot type, so a
+    /// body that is also broken further on (a syntax error after `data`)
+    /// would be called `invalid_data`/`unknown_*` where `decode` then
+    /// `event` call it `malformed`, and a number out of range in `data` the
+    /// other way round (both found by the event fuzz targets).
+    /// Only failures come here: the whole body is read again and its
+    /// two-step error wins, so both readings always agree.
+    fn classify(body: &[u8], first: EventError) -> EventError {
+        match Envelope::decode(body) {
+            Err(e) => e,
+            Ok(env) => env.event().err().unwrap_or(first),
         }
     }
 

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod bus;
 pub mod config;
 pub mod events;
+pub mod fuzzing;
 pub mod rules;
 pub mod secrets;
 pub mod store;

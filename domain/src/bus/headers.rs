@@ -125,14 +125,20 @@ pub fn for_replay(stored: &serde_json::Value, replay_id: &str, actor: &str) -> F
             {
                 continue;
             }
+            // A header name is an AMQP short string (at most 255 bytes); a
+            // longer stored key cannot be sent again, and converting it would
+            // panic (found by the amqp_headers fuzz target): it is dropped.
+            let Ok(key) = lapin::types::ShortString::try_new(k.as_str()) else { continue };
             match v {
-                serde_json::Value::String(s) => set_str(&mut out, k, s),
+                serde_json::Value::String(s) => {
+                    out.insert(key, AMQPValue::LongString(s.as_str().into()));
+                }
                 serde_json::Value::Bool(b) => {
-                    out.insert(k.as_str().into(), AMQPValue::Boolean(*b));
+                    out.insert(key, AMQPValue::Boolean(*b));
                 }
                 serde_json::Value::Number(n) => {
                     if let Some(i) = n.as_i64() {
-                        out.insert(k.as_str().into(), AMQPValue::LongLongInt(i));
+                        out.insert(key, AMQPValue::LongLongInt(i));
                     }
                 }
                 _ => {}
@@ -148,6 +154,17 @@ pub fn for_replay(stored: &serde_json::Value, replay_id: &str, actor: &str) -> F
 #[cfg(test)]
 mod replay_tests {
     use super::*;
+
+    #[test]
+    fn a_stored_header_name_too_long_for_amqp_is_dropped_not_a_panic() {
+        let long = "k".repeat(256);
+        let stored = serde_json::json!({ long.clone(): "v", "kept": "yes", "n": 3 });
+        let h = for_replay(&stored, "r1", "ana");
+        assert_eq!(get_str(Some(&h), "kept").as_deref(), Some("yes"));
+        assert_eq!(get_u32(Some(&h), "n"), Some(3));
+        assert!(!h.inner().contains_key(long.as_str()));
+        assert_eq!(get_str(Some(&h), REPLAY_ID).as_deref(), Some("r1"));
+    }
 
     #[test]
     fn replayed_headers_start_over_and_say_who_replayed() {
