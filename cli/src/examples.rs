@@ -98,6 +98,22 @@ const EXAMPLES: &[(&str, &str)] = &[
     ),
     ("users list", "atelier --env staging users list\n  atelier --env staging users list --business-id 3 -o json"),
     ("users disable", "atelier --env production users disable --email bo@studio.example"),
+    (
+        "secrets",
+        "atelier --env staging secrets list
+  atelier --env staging secrets rotate jwt_keys
+  atelier --env staging secrets history jwt_keys -o json",
+    ),
+    (
+        "lock status",
+        "atelier --env production lock status\n  atelier --env production lock status -o json | jq '.data.holder'",
+    ),
+    (
+        "lock acquire",
+        "atelier --env production lock acquire --message \"DB maintenance, ask #ops\"
+  atelier --env production lock acquire --message \"provider outage\" --ttl 4h",
+    ),
+    ("lock release", "atelier --env production lock release\n  atelier --env production lock release -o json"),
     ("webhooks", "atelier --env production webhooks urls"),
     ("webhooks urls", "atelier --env production webhooks urls\n  atelier --env staging webhooks urls --business-id 3 -o json"),
     (
