@@ -431,4 +431,16 @@ fn list_says_when_a_secret_is_due_and_check_warns_when_it_is_overdue() {
     let check = doc["data"]["checks"].as_array().unwrap().iter().find(|c| c["name"] == "secrets").unwrap().clone();
     assert_eq!(check["ok"], true, "{check}");
     assert!(check["detail"].as_str().unwrap().contains("overdue for rotation: jwt_signing_key"), "{check}");
+    // status: the store's dates beside each secret, even with the database and broker down.
+    let out = env.run_with(&["status", "-o", "json"], &nowhere, "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let secrets = support::json(&out)["data"]["secrets"].clone();
+    assert_eq!(secrets["backend"], "file", "{secrets}");
+    let key = secrets["secrets"].as_array().unwrap().iter().find(|r| r["name"] == "jwt_signing_key").unwrap().clone();
+    assert_eq!(key["current_version"], 1, "{key}");
+    assert!(key["last_rotated"].is_string(), "{key}");
+    assert_eq!(key["overdue"], true, "{key}");
+    let out = env.run_with(&["status"], &nowhere, "");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("v1 rotated") && text.contains("OVERDUE"), "{text}");
 }
