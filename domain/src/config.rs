@@ -893,6 +893,20 @@ pub fn redact(key: &str, value: serde_json::Value) -> serde_json::Value {
 }
 
 impl Settings {
+    /// The secrets this configuration names, as (key, secret name), in one
+    /// order: what `check`, `secrets list` and `status` each look at.
+    pub fn named_secrets(&self) -> Vec<(&'static str, &str)> {
+        [
+            ("database.password_secret", self.database.password_secret.as_deref()),
+            ("amqp.password_secret", self.amqp.password_secret.as_deref()),
+            ("sentry.dsn_secret", self.sentry.dsn_secret.as_deref()),
+            ("auth.jwt_secret", Some(self.auth.jwt_secret.as_str())),
+        ]
+        .into_iter()
+        .filter_map(|(key, name)| name.map(|n| (key, n)))
+        .collect()
+    }
+
     /// The retry policy of `handler`: the defaults with its overrides applied.
     pub fn retry_for(&self, handler: &str) -> RetryPolicy {
         let o = self.retry.handlers.get(handler).cloned().unwrap_or_default();

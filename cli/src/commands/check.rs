@@ -67,16 +67,9 @@ pub async fn run(ctx: &Context) -> Result<Code, Failure> {
 fn secrets(ctx: &Context) -> Outcome {
     let s = &ctx.config.settings;
     let store = ctx.secrets();
-    let named = [
-        ("database.password_secret", s.database.password_secret.as_deref()),
-        ("amqp.password_secret", s.amqp.password_secret.as_deref()),
-        ("sentry.dsn_secret", s.sentry.dsn_secret.as_deref()),
-        ("auth.jwt_secret", Some(s.auth.jwt_secret.as_str())),
-    ];
     let mut set = Vec::new();
     let mut problems = Vec::new();
-    for (key, name) in named {
-        let Some(name) = name else { continue };
+    for (key, name) in s.named_secrets() {
         match store.get(name) {
             Ok(Some(value)) if key == "auth.jwt_secret" => match KeySet::parse(value.expose()) {
                 Ok(_) => set.push(name.to_owned()),

@@ -242,15 +242,8 @@ fn list(ctx: &Context) -> Result<Code, Failure> {
 fn list_env(ctx: &Context) -> Result<Code, Failure> {
     let s = &ctx.config.settings;
     let store = ctx.secrets();
-    let named = [
-        ("database.password_secret", s.database.password_secret.as_deref()),
-        ("amqp.password_secret", s.amqp.password_secret.as_deref()),
-        ("sentry.dsn_secret", s.sentry.dsn_secret.as_deref()),
-        ("auth.jwt_secret", Some(s.auth.jwt_secret.as_str())),
-    ];
     let mut rows = Vec::new();
-    for (key, name) in named {
-        let Some(name) = name else { continue };
+    for (key, name) in s.named_secrets() {
         let set = store.get(name)?.is_some();
         rows.push(json!({"name": name, "key": key, "backend": "env", "set": set, "variable": secrets::EnvSecrets::var_name(name)}));
     }

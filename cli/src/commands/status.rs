@@ -8,8 +8,8 @@
 //! heartbeats, and each one's `/ready`), the current deployment, pending
 //! migrations, the outbox backlog and lag, depth and consumers per queue
 //! (passive declares), dead letters by status and the top fingerprints, and
-//! the secrets the configuration names ([`secrets`]: where rotation dates
-//! will come from once a store keeps them).
+//! the secrets the configuration names ([`secrets`]: with their rotation
+//! dates when the file backend keeps them).
 
 use crate::context::Context;
 use crate::exit::{Code, Failure};
@@ -169,20 +169,10 @@ async fn queues(ctx: &Context) -> Result<Value, String> {
 }
 
 /// The secrets the configuration names, whether each is set, and when it
-/// was last rotated. The `env` backend keeps no dates (the platform injects
-/// the values): a backend that does fills `last_rotated` here.
+/// was last rotated: from the encrypted file on the `file` backend; the `env`
+/// backend keeps no dates (the platform injects the values).
 fn secrets(ctx: &Context) -> Value {
     let s = &ctx.config.settings;
-    let mut names: Vec<(&str, &str)> = vec![("auth.jwt_secret", s.auth.jwt_secret.as_str())];
-    for (key, name) in [
-        ("database.password_secret", &s.database.password_secret),
-        ("amqp.password_secret", &s.amqp.password_secret),
-        ("sentry.dsn_secret", &s.sentry.dsn_secret),
-    ] {
-        if let Some(name) = name {
-            names.push((key, name.as_str()));
-        }
-    }
     let store = ctx.secrets();
     // The file backend keeps each secret's versions and dates; the env
     // backend none (the platform injects the values).
@@ -193,7 +183,8 @@ fn secrets(ctx: &Context) -> Value {
             Err(e) => ("file", format!("unreachable: {e}"), Vec::new()),
         },
     };
-    let rows: Vec<Value> = names
+    let rows: Vec<Value> = s
+        .named_secrets()
         .into_iter()
         .map(|(key, name)| {
             let set = match store.get(name) {
